@@ -1,0 +1,129 @@
+"""Reader for gzip-compressed IDX files (the format of MNIST and Fashion-MNIST).
+
+IDX layout (LeCun et al., http://yann.lecun.com/exdb/mnist/): a 4-byte magic number
+``0x00 0x00 <dtype code> <number of dimensions>``, then each dimension as a big-endian uint32,
+then the values in row-major (C) order. Only dtype code ``0x08`` (unsigned byte) is used by these
+data sets and accepted here. The payload is decompressed straight into one buffer and viewed with
+:func:`numpy.frombuffer`, without per-sample Python.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from lifelong.data.base import ImageDataset
+from lifelong.data.files import require_files
+from lifelong.errors import DataError, UnknownNameError
+
+IDX_UBYTE = 0x08
+"""IDX dtype code of unsigned 8-bit integers."""
+
+IDX_DATASETS = ("fashion-mnist", "mnist")
+"""Data sets stored as four IDX files (train/test images and labels), 10 classes, 28x28 pixels."""
+
+_MAX_PAYLOAD = 1 << 33  # refuse to allocate more than 8 GiB for a (corrupted) header
+_SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """The ``uint8`` tensor stored in the gzip-compressed IDX file at ``path``.
+
+    Raises :class:`DataError` naming the file if it is missing, not gzip, truncated, fails the gzip
+    CRC, has a bad header, or holds more or fewer values than its header announces.
+    """
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as stream:
+            dims = _read_header(stream, path)
+            count = math.prod(dims)
+            if count > _MAX_PAYLOAD:
+                raise _bad_file(path, f"header announces an implausible shape {dims}")
+            buffer = bytearray(count)
+            view = memoryview(buffer)
+            filled = 0
+            while filled < count:
+                read = stream.readinto(view[filled:])
+                if not read:
+                    break
+                filled += read
+            if filled < count:
+                raise _bad_file(path, f"holds {filled} of the {count} values of shape {dims}")
+            if stream.read(1):  # also makes gzip check its CRC and length trailer
+                raise _bad_file(path, f"holds more values than its shape {dims} announces")
+    except FileNotFoundError as error:
+        raise DataError(f"{path} does not exist; check the path") from error
+    except (OSError, EOFError, zlib.error) as error:
+        raise _bad_file(path, f"is not a complete gzip file ({error})") from error
+    return torch.from_numpy(np.frombuffer(buffer, dtype=np.uint8).reshape(dims))
+
+
+def _read_header(stream: BinaryIO, path: Path) -> tuple[int, ...]:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[3] == 0:
+        raise _bad_file(path, f"does not start with an IDX magic number (got {magic.hex()})")
+    dtype_code, ndim = magic[2], magic[3]
+    if dtype_code != IDX_UBYTE:
+        raise _bad_file(path, f"has IDX dtype code 0x{dtype_code:02x}; only 0x08 (ubyte) is read")
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise _bad_file(path, "ends inside its IDX header")
+    return struct.unpack(f">{ndim}I", raw_dims)
+
+
+def _bad_file(path: Path, problem: str) -> DataError:
+    return DataError(f"{path} {problem}; delete it and download it again")
+
+
+def read_idx_pair(
+    images_path: str | Path, labels_path: str | Path, n_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``uint8 [N, H, W]`` and labels ``int64 [N]`` from two IDX files, cross-checked."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3:
+        raise _bad_file(Path(images_path), f"has shape {tuple(images.shape)}, not [N, H, W]")
+    if labels.ndim != 1:
+        raise _bad_file(Path(labels_path), f"has shape {tuple(labels.shape)}, not [N]")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} "
+            f"labels; delete both and download them again"
+        )
+    labels = labels.long()
+    if len(labels) and int(labels.max()) >= n_classes:
+        raise _bad_file(Path(labels_path), f"has label {int(labels.max())} >= {n_classes}")
+    return images, labels
+
+
+def load_idx_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
+    """MNIST or Fashion-MNIST (``name``) from verified IDX files under ``data_dir``.
+
+    Returns 60,000 training and 10,000 test images (``uint8 [N, 28, 28]``, values 0-255) with
+    ``int64`` labels in 0-9. Files are checked against their official md5 first (see
+    :func:`lifelong.data.files.require_files`).
+    """
+    if name not in IDX_DATASETS:
+        raise UnknownNameError("IDX data set", name, IDX_DATASETS)
+    paths = require_files(name, data_dir)
+    n_classes = 10
+    x_train, y_train = read_idx_pair(*(paths[f] for f in _SPLIT_FILES["train"]), n_classes)
+    x_test, y_test = read_idx_pair(*(paths[f] for f in _SPLIT_FILES["test"]), n_classes)
+    return ImageDataset(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        n_classes=n_classes,
+        max_value=255,
+    )

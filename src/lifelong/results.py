@@ -1,0 +1,172 @@
+"""Results: what a run measured, as plain dataclasses, and their JSON/CSV files.
+
+``results.json`` (schema 1) is the single source of truth for reports; see ``RunResults.to_dict``.
+Every write is atomic (temporary file in the same directory, then ``os.replace``), so an
+interrupted run never leaves a truncated file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lifelong import __version__, metrics
+from lifelong.errors import DataError
+
+SCHEMA = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no NaN/inf: store them as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    return x
+
+
+@dataclass
+class StrategyResult:
+    """Everything measured for one strategy label."""
+
+    strategy: str
+    params: dict[str, Any]
+    train: dict[str, Any]
+    accuracy_matrix: list[list[float]] = field(default_factory=list)
+    status: str = "partial"  # complete | partial | failed
+    error: str | None = None
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    peak_rss_mb: float | None = None
+    peak_device_mb: float | None = None
+    parameters: list[int] = field(default_factory=list)
+    curves: dict[str, list] = field(default_factory=lambda: {"step": [], "task": [], "accuracy": []})
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tasks_done(self) -> int:
+        return max(len(self.accuracy_matrix) - 1, 0)
+
+    def metrics(self) -> dict[str, float | None]:
+        if not self.accuracy_matrix:
+            return dict.fromkeys(("acc", "bwt", "fwt", "forgetting", "learning_accuracy"))
+        return metrics.summarize(self.accuracy_matrix)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(
+            {
+                "strategy": self.strategy,
+                "params": self.params,
+                "train": self.train,
+                "status": self.status,
+                "error": self.error,
+                "tasks_done": self.tasks_done,
+                "accuracy_matrix": self.accuracy_matrix,
+                **self.metrics(),
+                "train_seconds": self.train_seconds,
+                "eval_seconds": self.eval_seconds,
+                "peak_rss_mb": self.peak_rss_mb,
+                "peak_device_mb": self.peak_device_mb,
+                "parameters": self.parameters,
+                "curves": self.curves,
+                "extra": self.extra,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StrategyResult:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class RunResults:
+    """All strategies of one run, with the configuration and stream description."""
+
+    config: dict[str, Any]
+    stream: dict[str, Any]
+    strategies: dict[str, StrategyResult] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "lifelong_version": __version__,
+            "created": self.created,
+            "config": self.config,
+            "stream": self.stream,
+            "strategies": {label: r.to_dict() for label, r in self.strategies.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunResults:
+        if d.get("schema") != SCHEMA:
+            raise DataError(f"results.json has schema {d.get('schema')!r}; this version reads {SCHEMA}")
+        return cls(
+            config=d["config"],
+            stream=d["stream"],
+            strategies={k: StrategyResult.from_dict(v) for k, v in d["strategies"].items()},
+            created=d.get("created", ""),
+        )
+
+    def save(self, run_dir: Path) -> None:
+        """Write results.json and metrics.csv atomically."""
+        atomic_write_text(run_dir / "results.json", json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_text(run_dir / "metrics.csv", self.metrics_csv())
+
+    def metrics_csv(self) -> str:
+        """One row per strategy label: status, metrics, time and memory."""
+        columns = [
+            "label", "strategy", "status", "tasks_done", "acc", "bwt", "fwt", "forgetting",
+            "learning_accuracy", "train_seconds", "eval_seconds", "peak_rss_mb",
+        ]  # fmt: skip
+        out = io.StringIO()
+        writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for label, r in self.strategies.items():
+            writer.writerow({"label": label, **r.to_dict()})
+        return out.getvalue()
+
+
+def load_results(run_dir: str | Path) -> RunResults:
+    """Read ``run_dir/results.json`` (one clear error if it is missing or not a results file)."""
+    path = Path(run_dir) / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"no results.json in {run_dir}; give a run directory written by `lifelong run`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}); was it written by `lifelong run`?") from None
+    try:
+        return RunResults.from_dict(data)
+    except (KeyError, TypeError) as err:
+        raise DataError(f"{path} lacks {err}; it is not a lifelong results file") from None

@@ -1,0 +1,197 @@
+"""Running strategies through a stream: the library entry point and the checkpointed experiment.
+
+:func:`learn_stream` is the few-lines Python API (no files). :func:`run_experiment` runs every
+strategy of a :class:`~lifelong.config.RunConfig`, writing results and a checkpoint after each task
+so that ``--resume`` continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lifelong.errors import ConfigError, TrainingDivergedError
+from lifelong.models import build_model, count_parameters
+from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
+from lifelong.results import StrategyResult, atomic_write_bytes
+from lifelong.streams.base import Stream
+from lifelong.strategies.base import Strategy, create_strategy
+from lifelong.train import TrainConfig, Trainer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+@dataclass
+class Checkpoint:
+    """What is saved after each task (one ``torch.save``, so shared references survive)."""
+
+    model: nn.Module
+    strategy: dict[str, Any]
+    optimizer: dict[str, Any] | None
+    trainer: dict[str, Any]
+    result: dict[str, Any]
+    rng: dict[str, Any]
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        torch.save(self.__dict__, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device) -> Checkpoint:
+        return cls(**torch.load(path, map_location=device, weights_only=False))
+
+
+def learn_stream(
+    stream: Stream,
+    strategy: Strategy | str,
+    *,
+    model: nn.Module | str = "mlp",
+    hidden: list[int] | None = None,
+    train: TrainConfig | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    label: str | None = None,
+    checkpoint: Path | None = None,
+    on_task: Callable[[StrategyResult], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> StrategyResult:
+    """Train one model through ``stream`` with ``strategy``; return the accuracy matrix and metrics.
+
+    Args:
+        stream: the task stream.
+        strategy: a strategy instance or registered name.
+        model: a registered model name or your own ``nn.Module`` producing ``stream.n_outputs``
+            logits (it is trained in place).
+        hidden: hidden widths for a registered model.
+        train: training settings (defaults: :class:`~lifelong.train.TrainConfig`).
+        seed: seeds every generator before the model is built.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        label: the name used in messages (default: the strategy's name).
+        checkpoint: if given, a checkpoint is written there after each task and, when the file
+            exists, the run resumes from it.
+        on_task: called with the partial result after each task (used to save results.json).
+        on_step: called with (global step, loss) after each optimizer step (progress bars).
+
+    A :class:`~lifelong.errors.TrainingDivergedError` is re-raised after the finished tasks'
+    results are stored in the result passed to ``on_task`` (status ``failed``).
+    """
+    train = train or TrainConfig()
+    dev = resolve_device(device)
+    strategy = create_strategy(strategy) if isinstance(strategy, str) else strategy
+    label = label or strategy.name
+    if stream.scenario not in strategy.scenarios:
+        raise ConfigError(
+            f"strategy {strategy.name!r} works in the {', '.join(strategy.scenarios)} scenario(s), "
+            f"not {stream.scenario!r}"
+        )
+    seed_everything(seed)
+    stream = stream.to(dev) if dev.type != "cpu" else stream
+    net = build_model(model, stream, hidden) if isinstance(model, str) else model
+    net = strategy.prepare(net.to(dev), stream)
+    result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
+    reset_peak_memory(dev)
+    state = Checkpoint.load(checkpoint, dev) if checkpoint is not None and checkpoint.exists() else None
+    if state is not None:
+        net = state.model
+        strategy.load_state_dict(state.strategy)
+    trainer = Trainer(net, strategy, stream, train, label=label, on_step=on_step)
+    if state is not None:
+        done = StrategyResult.from_dict(state.result)
+        result.accuracy_matrix, result.parameters = done.accuracy_matrix, done.parameters
+        result.curves, result.extra = done.curves, done.extra
+        trainer.step = state.trainer["step"]
+        trainer.train_seconds, trainer.eval_seconds = state.trainer["train_seconds"], state.trainer["eval_seconds"]
+        trainer.curves.step, trainer.curves.task = result.curves["step"], result.curves["task"]
+        trainer.curves.accuracy = result.curves["accuracy"]
+        if state.optimizer is not None:
+            trainer._optimizer_for(strategy.parameters_to_train(net)).load_state_dict(state.optimizer)
+        set_rng_state(state.rng)
+    else:
+        result.accuracy_matrix = [trainer.evaluate()]
+
+    def record() -> None:
+        result.train_seconds, result.eval_seconds = trainer.train_seconds, trainer.eval_seconds
+        result.peak_rss_mb, result.peak_device_mb = peak_rss_mb(), peak_device_mb(dev)
+        result.curves = trainer.curves.to_dict()
+        result.extra = strategy.info()
+
+    for task in stream.tasks[result.tasks_done :]:
+        try:
+            trainer.learn(task)
+        except TrainingDivergedError as err:
+            record()
+            result.status, result.error = "failed", str(err)
+            if on_task is not None:
+                on_task(result)
+            raise
+        result.accuracy_matrix.append(trainer.evaluate())
+        result.parameters.append(count_parameters(net))
+        record()
+        if task.id == len(stream) - 1:
+            result.status = "complete"
+        if checkpoint is not None:
+            keep_optimizer = not train.reset_optimizer and trainer.optimizer is not None
+            Checkpoint(
+                model=net,
+                strategy=strategy.state_dict(),
+                optimizer=trainer.optimizer.state_dict() if keep_optimizer else None,
+                trainer={
+                    "step": trainer.step,
+                    "train_seconds": trainer.train_seconds,
+                    "eval_seconds": trainer.eval_seconds,
+                },
+                result=result.to_dict(),
+                rng=rng_state(),
+            ).save(checkpoint)
+        if on_task is not None:
+            on_task(result)
+    result.status = "complete"
+    return result
+
+
+def safe_filename(label: str) -> str:
+    """A file name for a strategy label such as ``ewc:lambda=100``."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label)

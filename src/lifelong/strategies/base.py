@@ -1,0 +1,281 @@
+"""The strategy interface and registry.
+
+A strategy is one continual-learning method. The training loop (:mod:`lifelong.train`) calls its
+hooks at fixed points; every hook is optional and the defaults together are plain fine-tuning::
+
+    prepare(model, stream) -> model       once, before the first task: wrap or grow the model
+    before_task(task, model)              snapshot the old model, add a column, sample pseudo-data
+    training_data(task, seen) -> TrainSet what the loop trains on (joint, cumulative, replay)
+    loss(model, batch, task) -> Tensor    cross-entropy + penalty / distillation / replay
+    after_backward(model, batch, task)    rewrite gradients (GEM, A-GEM projection; PackNet masks)
+    after_step(model, batch, task)        running statistics after each optimizer step (SI, RWalk)
+    after_task(task, model, fit)          consolidate importances, update memories, prune and
+                                          retrain through the loop's own ``fit``
+    predict(model, x, task) -> logits     route by task (PNN, PackNet), nearest-mean (iCaRL)
+    parameters_to_train(model)            which parameters the optimizer updates
+    state_dict() / load_state_dict(s)     everything needed for an exact resume
+    info() -> dict                        facts for results.json (memory sizes, parameters used)
+
+Hyperparameters are the keyword arguments of the class's ``__init__`` (with their defaults and
+documentation there); ``--strategy ewc:lambda=100`` sets them. A keyword that is a Python keyword
+takes a trailing underscore in code (``lambda_``) and none on the command line.
+
+Checkpoints are written with one ``torch.save`` of the model and ``state_dict()`` together, so the
+default ``state_dict`` (every instance attribute) keeps references between the strategy and the
+model intact; override it only for attributes that cannot be pickled.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.streams.base import Stream, Task, TaskData
+
+
+@dataclass
+class Batch:
+    """One training mini-batch.
+
+    Attributes:
+        x: inputs. y: output-column labels. task_ids: the task of each sample.
+        mask: ``[B, n_outputs]`` boolean mask of the columns each sample may predict, or ``None``
+            when every sample may use every column (domain and class scenarios).
+    """
+
+    x: Tensor
+    y: Tensor
+    task_ids: Tensor
+    mask: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class TrainSet:
+    """The samples one call of ``fit`` trains on: one or more task splits, shuffled together.
+
+    Args:
+        parts: ``(task_id, split)`` pairs.
+        stream: gives each sample's column mask.
+    """
+
+    MATERIALIZE_BYTES = 512 * 2**20  # gather inputs once per fit below this size, else per batch
+
+    def __init__(self, parts: list[tuple[int, TaskData]], stream: Stream) -> None:
+        if not parts:
+            raise ValueError("a TrainSet needs at least one part")
+        self.parts = parts
+        self.stream = stream
+        self.sizes = [len(data) for _, data in parts]
+        self.offsets = torch.tensor([0, *self.sizes]).cumsum(0)
+        self._cache: list[Tensor] | None = None
+
+    @classmethod
+    def of(cls, tasks: list[Task], stream: Stream) -> TrainSet:
+        return cls([(t.id, t.train) for t in tasks], stream)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _inputs(self) -> list[Tensor] | None:
+        if self._cache is None:
+            probe = self.parts[0][1].inputs(slice(0, 1))
+            nbytes = probe.element_size() * probe.numel() * len(self)
+            if nbytes > self.MATERIALIZE_BYTES:
+                return None
+            self._cache = [data.inputs() for _, data in self.parts]
+        return self._cache
+
+    def batches(self, batch_size: int, shuffle: bool = True) -> Iterator[Batch]:
+        """Mini-batches over all parts; the shuffle draws from the global torch RNG."""
+        n = len(self)
+        order = torch.randperm(n) if shuffle else torch.arange(n)
+        cache = self._inputs()
+        full_columns = self.stream.scenario != "task"
+        device = self.parts[0][1].y.device
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            if len(self.parts) == 1:
+                task_id, data = self.parts[0]
+                local = idx.to(device)
+                x = cache[0][local] if cache is not None else data.inputs(local)
+                y = data.y[local]
+                tids = torch.full((len(idx),), task_id, dtype=torch.long, device=device)
+            else:
+                which = torch.searchsorted(self.offsets, idx, right=True) - 1
+                xs, ys, ts = [], [], []
+                for p in which.unique().tolist():
+                    local = (idx[which == p] - self.offsets[p]).to(device)
+                    task_id, data = self.parts[p]
+                    xs.append(cache[p][local] if cache is not None else data.inputs(local))
+                    ys.append(data.y[local])
+                    ts.append(torch.full((len(local),), task_id, dtype=torch.long, device=device))
+                x, y, tids = torch.cat(xs), torch.cat(ys), torch.cat(ts)
+            mask = None if full_columns else self.stream.column_mask(tids)
+            yield Batch(x, y, tids, mask)
+
+
+FitFn = Callable[..., None]
+"""``fit(data: TrainSet | None = None, epochs: int | None = None)``: train the current task again
+through the loop (same optimizer settings and hooks); used by PackNet/CPG to retrain after pruning."""
+
+
+def masked_logits(logits: Tensor, mask: Tensor | None) -> Tensor:
+    """Logits with the columns a sample may not predict set to -inf (multi-head selection)."""
+    return logits if mask is None else logits.masked_fill(~mask, float("-inf"))
+
+
+def classification_loss(logits: Tensor, batch: Batch) -> Tensor:
+    """Mean cross-entropy over the columns each sample may predict."""
+    return F.cross_entropy(masked_logits(logits, batch.mask), batch.y)
+
+
+class Strategy:
+    """Plain fine-tuning; the base class of every method (override the hooks you need)."""
+
+    name: ClassVar[str] = "finetune"
+    description: ClassVar[str] = ""
+    family: ClassVar[str] = "baseline"
+    scenarios: ClassVar[tuple[str, ...]] = ("task", "domain", "class")
+
+    stream: Stream
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, stream: Stream) -> nn.Module:
+        """Called once before the first task. Returns the model to train (possibly wrapped)."""
+        self.stream = stream
+        return model
+
+    def before_task(self, task: Task, model: nn.Module) -> None:
+        """Called before training on ``task``."""
+
+    def training_data(self, task: Task, seen: list[Task]) -> TrainSet | None:
+        """What the loop trains on for ``task`` (``seen`` = tasks 0..task.id). ``None``: skip."""
+        return TrainSet.of([task], self.stream)
+
+    def forward(self, model: nn.Module, x: Tensor, task_ids: Tensor) -> Tensor:
+        """Training-time logits ``[B, n_outputs]`` (task-routed models override)."""
+        return model(x)
+
+    def loss(self, model: nn.Module, batch: Batch, task: Task) -> Tensor:
+        """The objective minimised on one batch of ``task``."""
+        return classification_loss(self.forward(model, batch.x, batch.task_ids), batch)
+
+    def after_backward(self, model: nn.Module, batch: Batch, task: Task) -> None:
+        """Called after ``loss.backward()`` and before the optimizer step."""
+
+    def after_step(self, model: nn.Module, batch: Batch, task: Task) -> None:
+        """Called after each optimizer step."""
+
+    def after_task(self, task: Task, model: nn.Module, fit: FitFn) -> None:
+        """Called after training on ``task`` and before it is evaluated."""
+
+    def predict(self, model: nn.Module, x: Tensor, task: Task) -> Tensor:
+        """Evaluation-time scores ``[B, n_outputs]`` for samples of ``task`` (argmax within its
+        columns is the prediction). Runs under ``torch.inference_mode`` with ``model.eval()``."""
+        return self.forward(model, x, torch.full((len(x),), task.id, device=x.device))
+
+    def parameters_to_train(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters the optimizer updates for the current task."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def info(self) -> dict[str, Any]:
+        """Strategy-specific facts for results.json ``extra`` (memory sizes, parameters used)."""
+        return {}
+
+    # ---- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (default: every instance attribute but the stream).
+
+        Store copies (``.clone()``), never views, of stream data: saving a view saves the whole
+        tensor it views."""
+        return {k: v for k, v in vars(self).items() if k != "stream"}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+
+    # ---- hyperparameters -----------------------------------------------------------------------
+    @classmethod
+    def hyperparameters(cls) -> dict[str, inspect.Parameter]:
+        """The keyword arguments of ``__init__``, keyed by their command-line name."""
+        params = inspect.signature(cls.__init__).parameters
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return {_cli_name(n): p for n, p in params.items() if n != "self" and p.kind in kinds}
+
+    def params(self) -> dict[str, Any]:
+        """The hyperparameters this instance uses, by command-line name."""
+        out = {}
+        for cli_name, p in self.hyperparameters().items():
+            value = getattr(self, p.name)
+            out[cli_name] = value if isinstance(value, int | float | str | bool | None) else str(value)
+        return out
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def _cli_name(name: str) -> str:
+    """``lambda_`` -> ``lambda``: keyword-named hyperparameters drop the underscore on the CLI."""
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: register a strategy under its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in STRATEGIES and STRATEGIES[cls.name] is not cls:
+        raise ValueError(f"strategy name {cls.name!r} registered twice")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def _coerce(value: str, annotation: Any, default: Any, where: str) -> Any:
+    """Turn a command-line string into the type of a hyperparameter."""
+    kind = type(default) if default not in (None, inspect.Parameter.empty) else None
+    text = str(annotation)
+    try:
+        if kind is bool or text == "bool":
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int or text == "int":
+            return int(value)
+        if kind is float or text == "float" or text.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: cannot read {value!r} as {kind.__name__ if kind else text}") from None
+    return value
+
+
+def create_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
+    """Instantiate a registered strategy; string values are converted to the declared types."""
+    if name not in STRATEGIES:
+        raise UnknownNameError("strategy", name, list(STRATEGIES))
+    cls = STRATEGIES[name]
+    declared = cls.hyperparameters()
+    kwargs = {}
+    for key, value in (params or {}).items():
+        cli_key = key.replace("-", "_")
+        if cli_key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ConfigError(f"strategy {name!r} has no setting {key!r}; its settings: {known}")
+        p = declared[cli_key]
+        if isinstance(value, str):
+            value = _coerce(value, p.annotation, p.default, f"{name}:{key}")
+        kwargs[p.name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"strategy {name!r}: {err}") from None

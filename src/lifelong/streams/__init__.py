@@ -1,0 +1,28 @@
+"""Task streams: generators (permuted, rotated, split, noisy; bAbI) and user data.
+
+>>> from lifelong.streams import build_stream
+>>> stream = build_stream("split", "digits", tasks=5, scenario="class", seed=0)
+"""
+
+from lifelong.streams import vision  # noqa: F401  (registers the image generators)
+from lifelong.streams.base import SCENARIOS, Stream, Task, TaskData
+from lifelong.streams.custom import from_datasets, from_tensors
+from lifelong.streams.registry import STREAMS, StreamSpec, build_stream, register_stream
+
+try:  # the bAbI stream registers itself when its module is present
+    from lifelong.streams import babi  # noqa: F401
+except ImportError:  # pragma: no cover - only while the text stream is not installed
+    pass
+
+__all__ = [
+    "SCENARIOS",
+    "STREAMS",
+    "Stream",
+    "StreamSpec",
+    "Task",
+    "TaskData",
+    "build_stream",
+    "from_datasets",
+    "from_tensors",
+    "register_stream",
+]

@@ -1,0 +1,195 @@
+"""Tasks and streams: the values every stage after the data sources works with.
+
+A stream is a list of tasks; each task has a train and a test split. Splits are stored without
+copying the underlying data where the stream allows it (the 20 tasks of a permuted stream share
+one uint8 copy of the images and differ only in a feature permutation applied batch by batch), so
+a long stream of a large data set stays small in memory.
+
+Labels are output *columns*: ``y`` indexes the model's logits directly, and ``Task.columns`` is the
+range of columns a prediction for that task may use. That one convention covers the three
+scenarios of van de Ven & Tolias (2019, "Three scenarios for continual learning"):
+
+* task-incremental (``task``): each task owns its own columns (a multi-head output layer whose
+  heads are disjoint column ranges); the task id selects the head;
+* domain-incremental (``domain``): every task uses the same columns;
+* class-incremental (``class``): every task predicts over all columns of all tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SCENARIOS = ("task", "domain", "class")
+
+
+@dataclass(frozen=True, eq=False)
+class TaskData:
+    """One split (train or test) of one task.
+
+    Attributes:
+        x: storage of inputs, first dimension = samples. May be shared between tasks. Either
+            ``uint8`` (scaled to floats by ``scale``), floating point, or integer tokens.
+        y: int64 output-column labels, one per sample of this split.
+        rows: which rows of ``x`` form this split, in order (``None``: all rows of ``x``).
+        features: permutation of the flattened features applied to every sample (permuted
+            streams), or ``None``.
+        scale: multiplier turning ``uint8`` storage into floats (``1 / max_value``); ``None``
+            leaves the dtype as stored.
+        shape: per-sample shape of the inputs handed to the model (``None``: as stored).
+    """
+
+    x: Tensor
+    y: Tensor
+    rows: Tensor | None = None
+    features: Tensor | None = None
+    scale: float | None = None
+    shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.rows) if self.rows is not None else len(self.x)
+        if len(self.y) != n:
+            raise ValueError(f"TaskData has {n} inputs but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def inputs(self, idx: Tensor | slice | None = None) -> Tensor:
+        """Model-ready inputs of the samples ``idx`` (all when ``None``)."""
+        rows = self.rows
+        if idx is not None:
+            rows = idx if rows is None else rows[idx]
+        out = self.x if rows is None else self.x[rows]
+        if self.features is not None:
+            # Gather rows first (still uint8), then permute features: one small copy each.
+            out = out.reshape(len(out), -1)[:, self.features]
+        if self.scale is not None:
+            out = out.to(torch.float32).mul_(self.scale)
+        if self.shape is not None:
+            out = out.reshape(len(out), *self.shape)
+        return out
+
+    def labels(self, idx: Tensor | slice | None = None) -> Tensor:
+        return self.y if idx is None else self.y[idx]
+
+    def materialize(self) -> tuple[Tensor, Tensor]:
+        """All inputs and labels as plain tensors (a copy; use for small splits or memories)."""
+        return self.inputs(), self.y
+
+    def to(self, device: torch.device | str, cache: dict[int, Tensor] | None = None) -> TaskData:
+        """This split on ``device``; storage shared by several splits is moved once via ``cache``."""
+        cache = {} if cache is None else cache
+
+        def move(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            key = id(t)
+            if key not in cache:
+                cache[key] = t.to(device)
+            return cache[key]
+
+        return replace(
+            self, x=move(self.x), y=move(self.y), rows=move(self.rows), features=move(self.features)
+        )
+
+
+@dataclass(eq=False)
+class Task:
+    """One task of a stream.
+
+    Attributes:
+        id: position in the stream, from 0.
+        name: human-readable name ("permutation 3", "digits 4-5", "qa7 counting").
+        train, test: the two splits.
+        classes: the original labels present in this task.
+        columns: ``(start, stop)``, the output columns predictions for this task use.
+    """
+
+    id: int
+    name: str
+    train: TaskData
+    test: TaskData
+    classes: tuple[int, ...]
+    columns: tuple[int, int]
+
+    def to(self, device: torch.device | str, cache: dict[int, Tensor] | None = None) -> Task:
+        cache = {} if cache is None else cache
+        return replace(self, train=self.train.to(device, cache), test=self.test.to(device, cache))
+
+
+@dataclass(eq=False)
+class Stream:
+    """A sequence of tasks in one scenario, with what a model needs to know about its inputs.
+
+    Attributes:
+        name: generator name ("permuted", "split", ...).
+        data: data-source name ("digits", "mnist", ...).
+        scenario: one of ``SCENARIOS``.
+        tasks: the tasks, in training order.
+        input_shape: per-sample input shape (``(1, 28, 28)`` for MNIST images).
+        n_outputs: number of output columns of the model.
+        input_kind: ``"image"``, ``"features"`` or ``"tokens"``; tells model builders what fits.
+        info: anything a model or strategy needs beyond that (a vocabulary, for text streams).
+    """
+
+    name: str
+    data: str
+    scenario: str
+    tasks: list[Task]
+    input_shape: tuple[int, ...]
+    n_outputs: int
+    input_kind: str = "image"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
+        masks = torch.zeros(len(self.tasks), self.n_outputs, dtype=torch.bool)
+        for task in self.tasks:
+            masks[task.id, task.columns[0] : task.columns[1]] = True
+        self._column_masks = masks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __getitem__(self, i: int) -> Task:
+        return self.tasks[i]
+
+    def column_mask(self, task_ids: Tensor | int) -> Tensor:
+        """Boolean mask of the columns each sample may predict: ``[n_outputs]`` or ``[B, n_outputs]``."""
+        masks = self._column_masks
+        if isinstance(task_ids, Tensor):
+            masks = masks.to(task_ids.device)
+        return masks[task_ids]
+
+    def to(self, device: torch.device | str) -> Stream:
+        cache: dict[int, Tensor] = {}
+        moved = replace(self, tasks=[task.to(device, cache) for task in self.tasks])
+        return moved
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary for results.json."""
+        return {
+            "name": self.name,
+            "data": self.data,
+            "scenario": self.scenario,
+            "input_shape": list(self.input_shape),
+            "n_outputs": self.n_outputs,
+            "tasks": [
+                {
+                    "id": t.id,
+                    "name": t.name,
+                    "classes": list(t.classes),
+                    "columns": list(t.columns),
+                    "train_samples": len(t.train),
+                    "test_samples": len(t.test),
+                }
+                for t in self.tasks
+            ],
+        }

@@ -1,0 +1,114 @@
+"""The stream registry: generators register themselves by name with their defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.streams.base import SCENARIOS, Stream
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything a generator needs, with defaults already resolved.
+
+    Attributes:
+        data: data-source name.
+        data_dir: where file-based sources live (``None``: ``$LIFELONG_DATA`` or the user cache).
+        tasks: number of tasks.
+        tasks_given: whether ``tasks`` came from the user (rather than the stream's default).
+        train_samples, test_samples: samples per task (``None``: every available sample).
+        scenario: ``task``, ``domain`` or ``class``.
+        seed: seed of every random choice the generator makes.
+        options: generator-specific options (documented on each generator).
+    """
+
+    data: str
+    data_dir: Path | None
+    tasks: int
+    tasks_given: bool
+    train_samples: int | None
+    test_samples: int | None
+    scenario: str
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    name: str
+    description: str
+    build: Callable[[StreamSpec], Stream]
+    tasks: int
+    scenario: str
+    data: tuple[str, ...]
+
+
+STREAMS: dict[str, StreamEntry] = {}
+IMAGE_DATA = ("digits", "mnist", "fashion-mnist")
+
+
+def register_stream(
+    name: str,
+    description: str,
+    *,
+    tasks: int,
+    scenario: str = "domain",
+    data: tuple[str, ...] = IMAGE_DATA,
+) -> Callable[[Callable[[StreamSpec], Stream]], Callable[[StreamSpec], Stream]]:
+    """Register a generator under ``name`` with its default task count, scenario and data sets."""
+
+    def decorate(fn: Callable[[StreamSpec], Stream]) -> Callable[[StreamSpec], Stream]:
+        STREAMS[name] = StreamEntry(name, description, fn, tasks, scenario, data)
+        return fn
+
+    return decorate
+
+
+def build_stream(
+    name: str,
+    data: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    tasks: int | None = None,
+    train_samples: int | None = None,
+    test_samples: int | None = None,
+    scenario: str | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Stream:
+    """Build a registered stream; unspecified settings take the stream's defaults.
+
+    >>> stream = build_stream("permuted", "digits", tasks=3, seed=0)
+    """
+    if name not in STREAMS:
+        raise UnknownNameError("stream", name, list(STREAMS))
+    entry = STREAMS[name]
+    data = data or entry.data[0]
+    if data not in entry.data:
+        raise ConfigError(
+            f"stream {name!r} does not work on data {data!r}; use one of: {', '.join(entry.data)}"
+        )
+    scenario = scenario or entry.scenario
+    if scenario not in SCENARIOS:
+        raise UnknownNameError("scenario", scenario, list(SCENARIOS))
+    for what, n in (("--train-samples", train_samples), ("--test-samples", test_samples)):
+        if n is not None and n <= 0:
+            raise ConfigError(f"{what} must be a positive number of samples per task, got {n}")
+    if tasks is not None and tasks < 1:
+        raise ConfigError(f"--tasks must be at least 1, got {tasks}")
+    spec = StreamSpec(
+        data=data,
+        data_dir=Path(data_dir) if data_dir else None,
+        tasks=tasks if tasks is not None else entry.tasks,
+        tasks_given=tasks is not None,
+        train_samples=train_samples,
+        test_samples=test_samples,
+        scenario=scenario,
+        seed=seed,
+        options=dict(options),
+    )
+    return entry.build(spec)

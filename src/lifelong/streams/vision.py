@@ -1,0 +1,286 @@
+"""Stream generators over image data sets: permuted, rotated, split and noisy.
+
+Every generator is seeded: the same ``StreamSpec`` gives a bit-identical stream. Tasks keep the
+source images in their stored ``uint8`` form and share them where they can, so a 20-task stream
+of MNIST costs about one copy of MNIST.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lifelong.data import ImageDataset, load_image_dataset
+from lifelong.errors import ConfigError
+from lifelong.streams.base import Stream, Task, TaskData
+from lifelong.streams.registry import StreamSpec, register_stream
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _sample_rows(available: Tensor, n: int | None, what: str, gen: torch.Generator) -> Tensor:
+    """``n`` rows drawn without replacement from ``available`` (all of them, in order, if None)."""
+    if n is None or n == len(available):
+        return available
+    if n > len(available):
+        raise ConfigError(
+            f"{what}: asked for {n} samples per task but only {len(available)} exist; "
+            f"use at most {len(available)}"
+        )
+    if n <= 0:
+        raise ConfigError(f"{what}: the number of samples per task must be positive, got {n}")
+    picked = available[torch.randperm(len(available), generator=gen)[:n]]
+    return picked.sort().values
+
+
+def _same_classes_columns(scenario: str, n_classes: int, t: int, n_tasks: int):
+    """Label offset, column range and output count for streams whose tasks share all classes."""
+    if scenario == "domain":
+        return 0, (0, n_classes), n_classes
+    if scenario == "task":
+        return n_classes * t, (n_classes * t, n_classes * (t + 1)), n_classes * n_tasks
+    return n_classes * t, (0, n_classes * n_tasks), n_classes * n_tasks  # class-incremental
+
+
+def _check_tasks(n_tasks: int) -> None:
+    if n_tasks < 1:
+        raise ConfigError(f"the number of tasks must be at least 1, got {n_tasks}")
+
+
+def _flat_source(ds: ImageDataset) -> tuple[Tensor, Tensor]:
+    return ds.x_train.reshape(len(ds.x_train), -1), ds.x_test.reshape(len(ds.x_test), -1)
+
+
+@register_stream("permuted", "each task applies its own fixed random pixel permutation", tasks=5)
+def permuted(spec: StreamSpec) -> Stream:
+    """Permuted images (Goodfellow et al. 2013; Kirkpatrick et al. 2017; GEM 2017).
+
+    Options:
+        identity_first (bool, default False): leave task 1 unpermuted, as in van de Ven et al.;
+            GEM permutes every task, which is the default here.
+    """
+    identity_first = bool(spec.options.get("identity_first", False))
+    ds = load_image_dataset(spec.data, spec.data_dir)
+    n_tasks = spec.tasks
+    _check_tasks(n_tasks)
+    gen = _generator(spec.seed)
+    x_train, x_test = _flat_source(ds)
+    n_features = x_train.shape[1]
+    all_train, all_test = torch.arange(len(x_train)), torch.arange(len(x_test))
+    tasks, n_out = [], ds.n_classes
+    for t in range(n_tasks):
+        perm = torch.randperm(n_features, generator=gen)
+        if t == 0 and identity_first:
+            perm = torch.arange(n_features)
+        train_rows = _sample_rows(all_train, spec.train_samples, "train", gen)
+        test_rows = _sample_rows(all_test, spec.test_samples, "test", gen)
+        offset, columns, n_out = _same_classes_columns(spec.scenario, ds.n_classes, t, n_tasks)
+        common = {"features": perm, "scale": 1.0 / ds.max_value, "shape": (1, *ds.image_shape)}
+        tasks.append(
+            Task(
+                id=t,
+                name=f"permutation {t + 1}",
+                train=TaskData(x_train, ds.y_train[train_rows] + offset, train_rows, **common),
+                test=TaskData(x_test, ds.y_test[test_rows] + offset, test_rows, **common),
+                classes=tuple(range(ds.n_classes)),
+                columns=columns,
+            )
+        )
+    return Stream("permuted", spec.data, spec.scenario, tasks, (1, *ds.image_shape), n_out)
+
+
+def rotate_images(images: Tensor, degrees: float) -> Tensor:
+    """Rotate uint8 images ``[N, H, W]`` counter-clockwise about their centre, bilinear, uint8 out.
+
+    The result is rounded back to uint8 as image libraries do (GEM rotated MNIST with PIL), so
+    rotated tasks stay as compact as the source.
+    """
+    if degrees % 360 == 0:
+        return images.clone()
+    theta = math.radians(degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # affine_grid maps output coordinates to input coordinates: use the inverse rotation.
+    matrix = torch.tensor([[cos, sin, 0.0], [-sin, cos, 0.0]], dtype=torch.float32)
+    x = images.unsqueeze(1).to(torch.float32)
+    grid = F.affine_grid(matrix.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.squeeze(1).round_().clamp_(0, 255).to(torch.uint8)
+
+
+@register_stream("rotated", "each task rotates the images by its own angle", tasks=5)
+def rotated(spec: StreamSpec) -> Stream:
+    """Rotated images (Lopez-Paz & Ranzato 2017, GEM, rotated MNIST).
+
+    Options:
+        angles (list of degrees, default evenly spaced over [0, 180): 180 * t / T): one per task.
+            GEM draws each task's angle at random in [0, 180); pass them explicitly to match.
+    """
+    ds = load_image_dataset(spec.data, spec.data_dir)
+    n_tasks = spec.tasks
+    _check_tasks(n_tasks)
+    angles = spec.options.get("angles")
+    if angles is None:
+        angles = [180.0 * t / n_tasks for t in range(n_tasks)]
+    angles = [float(a) for a in (angles if isinstance(angles, list | tuple) else [angles])]
+    if len(angles) != n_tasks:
+        raise ConfigError(f"rotated: {len(angles)} angles given for {n_tasks} tasks; give one per task")
+    gen = _generator(spec.seed)
+    all_train, all_test = torch.arange(len(ds.x_train)), torch.arange(len(ds.x_test))
+    tasks, n_out = [], ds.n_classes
+    shape = (1, *ds.image_shape)
+    for t, angle in enumerate(angles):
+        train_rows = _sample_rows(all_train, spec.train_samples, "train", gen)
+        test_rows = _sample_rows(all_test, spec.test_samples, "test", gen)
+        offset, columns, n_out = _same_classes_columns(spec.scenario, ds.n_classes, t, n_tasks)
+        scale = 1.0 / ds.max_value
+        tasks.append(
+            Task(
+                id=t,
+                name=f"rotation {angle:g}°",
+                train=TaskData(
+                    rotate_images(ds.x_train[train_rows], angle),
+                    ds.y_train[train_rows] + offset,
+                    scale=scale,
+                    shape=shape,
+                ),
+                test=TaskData(
+                    rotate_images(ds.x_test[test_rows], angle),
+                    ds.y_test[test_rows] + offset,
+                    scale=scale,
+                    shape=shape,
+                ),
+                classes=tuple(range(ds.n_classes)),
+                columns=columns,
+            )
+        )
+    return Stream("rotated", spec.data, spec.scenario, tasks, shape, n_out)
+
+
+@register_stream("split", "classes split into groups, one group per task", tasks=5)
+def split(spec: StreamSpec) -> Stream:
+    """Split images (Zenke et al. 2017 split MNIST; van de Ven & Tolias 2019 three scenarios).
+
+    Options:
+        classes_per_task (int, default: number of classes // tasks): size of each group.
+        class_order (list, default 0..C-1): the order in which classes are grouped.
+        shuffle_classes (bool, default False): draw the class order from the seed instead.
+
+    Columns: in the class scenario task t's classes get the output columns
+    ``[k t, k t + k)`` of one shared head; in the task scenario the same columns form task t's
+    own head; in the domain scenario every task uses columns ``[0, k)`` (e.g. "first or second
+    digit of the pair").
+    """
+    ds = load_image_dataset(spec.data, spec.data_dir)
+    n_tasks = spec.tasks
+    _check_tasks(n_tasks)
+    k = int(spec.options.get("classes_per_task", ds.n_classes // n_tasks))
+    if k < 1 or k * n_tasks > ds.n_classes:
+        raise ConfigError(
+            f"split: {n_tasks} tasks of {max(k, 1)} classes need {n_tasks * max(k, 1)} classes but "
+            f"{spec.data} has {ds.n_classes}; use at most {ds.n_classes // max(k, 1)} tasks"
+        )
+    gen = _generator(spec.seed)
+    order = spec.options.get("class_order")
+    if order is None:
+        order = list(range(ds.n_classes))
+        if spec.options.get("shuffle_classes", False):
+            order = torch.randperm(ds.n_classes, generator=gen).tolist()
+    order = [int(c) for c in order]
+    if sorted(set(order)) != sorted(order) or not set(order) <= set(range(ds.n_classes)):
+        raise ConfigError(f"split: class_order must list distinct classes from 0..{ds.n_classes - 1}")
+    position = torch.full((ds.n_classes,), -1, dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    x_train, x_test = _flat_source(ds)
+    n_out = k if spec.scenario == "domain" else k * n_tasks
+    shape = (1, *ds.image_shape)
+    tasks = []
+    for t in range(n_tasks):
+        classes = order[k * t : k * (t + 1)]
+        cls = torch.tensor(classes)
+        train_avail = torch.nonzero(torch.isin(ds.y_train, cls)).squeeze(1)
+        test_avail = torch.nonzero(torch.isin(ds.y_test, cls)).squeeze(1)
+        train_rows = _sample_rows(train_avail, spec.train_samples, "train", gen)
+        test_rows = _sample_rows(test_avail, spec.test_samples, "test", gen)
+        ytr, yte = position[ds.y_train[train_rows]], position[ds.y_test[test_rows]]
+        if spec.scenario == "domain":
+            ytr, yte, columns = ytr - k * t, yte - k * t, (0, k)
+        elif spec.scenario == "task":
+            columns = (k * t, k * (t + 1))
+        else:
+            columns = (0, k * n_tasks)
+        common = {"scale": 1.0 / ds.max_value, "shape": shape}
+        tasks.append(
+            Task(
+                id=t,
+                name="classes " + "-".join(str(c) for c in classes),
+                train=TaskData(x_train, ytr, train_rows, **common),
+                test=TaskData(x_test, yte, test_rows, **common),
+                classes=tuple(classes),
+                columns=columns,
+            )
+        )
+    return Stream("split", spec.data, spec.scenario, tasks, shape, n_out)
+
+
+@register_stream("noisy", "noisy images first, then clean ones (the lecture's first example)", tasks=2)
+def noisy(spec: StreamSpec) -> Stream:
+    """Same images under decreasing Gaussian pixel noise: task 1 noisy, the last task clean.
+
+    Options:
+        noise (list of floats, default: 0.8 down to 0 evenly over the tasks, i.e. [0.8, 0.0]
+            for two tasks): standard deviation of the Gaussian noise added to pixels in [0, 1],
+            one per task; noisy pixels are clipped to [0, 1] and stored as uint8.
+    """
+    ds = load_image_dataset(spec.data, spec.data_dir)
+    noise = spec.options.get("noise")
+    if noise is None:
+        n_tasks = spec.tasks
+        _check_tasks(n_tasks)
+        noise = [0.8 * (1 - t / (n_tasks - 1)) if n_tasks > 1 else 0.0 for t in range(n_tasks)]
+    noise = [float(s) for s in (noise if isinstance(noise, list | tuple) else [noise])]
+    n_tasks = len(noise)
+    if spec.tasks_given and spec.tasks != n_tasks:
+        raise ConfigError(f"noisy: {len(noise)} noise levels given for {spec.tasks} tasks")
+    if any(s < 0 for s in noise):
+        raise ConfigError("noisy: noise levels are standard deviations and must be >= 0")
+    gen = _generator(spec.seed)
+    all_train, all_test = torch.arange(len(ds.x_train)), torch.arange(len(ds.x_test))
+    shape = (1, *ds.image_shape)
+    tasks, n_out = [], ds.n_classes
+
+    def add_noise(images: Tensor, std: float) -> Tensor:
+        x = images.to(torch.float32) / ds.max_value
+        if std > 0:
+            x = x + std * torch.randn(x.shape, generator=gen)
+        return (x.clamp_(0, 1) * 255).round_().to(torch.uint8)
+
+    for t, std in enumerate(noise):
+        train_rows = _sample_rows(all_train, spec.train_samples, "train", gen)
+        test_rows = _sample_rows(all_test, spec.test_samples, "test", gen)
+        offset, columns, n_out = _same_classes_columns(spec.scenario, ds.n_classes, t, n_tasks)
+        tasks.append(
+            Task(
+                id=t,
+                name=f"noise σ={std:g}",
+                train=TaskData(
+                    add_noise(ds.x_train[train_rows], std),
+                    ds.y_train[train_rows] + offset,
+                    scale=1 / 255,
+                    shape=shape,
+                ),
+                test=TaskData(
+                    add_noise(ds.x_test[test_rows], std),
+                    ds.y_test[test_rows] + offset,
+                    scale=1 / 255,
+                    shape=shape,
+                ),
+                classes=tuple(range(ds.n_classes)),
+                columns=columns,
+            )
+        )
+    return Stream("noisy", spec.data, spec.scenario, tasks, shape, n_out)

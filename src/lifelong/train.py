@@ -1,0 +1,185 @@
+"""The training loop: fits one model through a stream with a strategy's hooks.
+
+The loop knows nothing of files or the command line; :mod:`lifelong.runner` drives it task by
+task and saves what it measures. Data stay tensors in memory; every random choice (shuffling,
+strategies' sampling) draws from the global torch RNG, seeded once per strategy by the runner, so
+the same seed gives the same run and a checkpoint of the RNG states resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifelong.errors import ConfigError, TrainingDivergedError, UnknownNameError
+from lifelong.evaluate import evaluate_stream
+from lifelong.streams.base import Stream, Task
+from lifelong.strategies.base import Strategy, TrainSet
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, c: torch.optim.SGD(
+        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+    ),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (each can be overridden per strategy: ``finetune:lr=0.03``).
+
+    Attributes:
+        epochs: passes over each task's training data (GEM setting: 1).
+        batch_size: samples per optimizer step (GEM setting: 10).
+        optimizer: ``sgd`` or ``adam``.
+        lr: learning rate (GEM uses 0.1 with plain SGD on permuted MNIST).
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay of the optimizer.
+        eval_every: also evaluate every task every N optimizer steps (0: only at task ends).
+        eval_batch_size: samples per forward pass during evaluation.
+        reset_optimizer: start a fresh optimizer at each task (the usual protocol, as in GEM and
+            FACIL); when False the optimizer state carries over and is checkpointed.
+    """
+
+    epochs: int = 1
+    batch_size: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    eval_every: int = 0
+    eval_batch_size: int = 8192
+    reset_optimizer: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UnknownNameError("optimizer", self.optimizer, list(OPTIMIZERS))
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
+            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
+
+
+@dataclass
+class Curves:
+    """Accuracy on every task recorded every ``eval_every`` steps while training."""
+
+    step: list[int] = field(default_factory=list)
+    task: list[int] = field(default_factory=list)
+    accuracy: list[list[float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list]:
+        return {"step": self.step, "task": self.task, "accuracy": self.accuracy}
+
+
+class Trainer:
+    """Trains ``model`` through ``stream`` with ``strategy``; one instance per strategy run.
+
+    Attributes:
+        step: optimizer steps taken so far over the whole stream.
+        train_seconds, eval_seconds: wall time spent training (hooks included) and evaluating.
+        curves: accuracies recorded every ``config.eval_every`` steps.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        strategy: Strategy,
+        stream: Stream,
+        config: TrainConfig,
+        label: str = "",
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.model, self.strategy, self.stream, self.config = model, strategy, stream, config
+        self.label = label or strategy.name
+        self.on_step = on_step
+        self.step = 0
+        self.train_seconds = 0.0
+        self.eval_seconds = 0.0
+        self.curves = Curves()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._params: list[nn.Parameter] = []
+
+    # ---- optimizer -----------------------------------------------------------------------------
+    def _optimizer_for(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        same = [id(p) for p in params] == [id(p) for p in self._params]
+        if self.optimizer is None or self.config.reset_optimizer or not same:
+            self.optimizer = OPTIMIZERS[self.config.optimizer](params, self.config)
+            self._params = params
+        return self.optimizer
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def evaluate(self) -> list[float]:
+        """Accuracy on every task now (time counted as evaluation)."""
+        start = time.perf_counter()
+        accuracies = evaluate_stream(self.strategy, self.model, self.stream, self.config.eval_batch_size)
+        self.eval_seconds += time.perf_counter() - start
+        return accuracies
+
+    # ---- training ------------------------------------------------------------------------------
+    def fit(self, task: Task, data: TrainSet | None = None, epochs: int | None = None) -> None:
+        """Run ``epochs`` passes of the strategy's objective over ``data`` (default: the task's
+        training data as the strategy defines it). Strategies call this from ``after_task``."""
+        if data is None:
+            data = self.strategy.training_data(task, self.stream.tasks[: task.id + 1])
+        if data is None or len(data) == 0:
+            return
+        params = self.strategy.parameters_to_train(self.model)
+        if not params:
+            return
+        optimizer = self._optimizer_for(params)
+        model, strategy, eval_every = self.model, self.strategy, self.config.eval_every
+        model.train()
+        for _ in range(epochs or self.config.epochs):
+            for batch in data.batches(self.config.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                loss = strategy.loss(model, batch, task)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(
+                        f"{self.label}: the loss became {value} at task {task.id + 1}, step "
+                        f"{self.step + 1}; lower the learning rate or the method's strength"
+                    )
+                loss.backward()
+                strategy.after_backward(model, batch, task)
+                optimizer.step()
+                strategy.after_step(model, batch, task)
+                self.step += 1
+                if self.on_step is not None:
+                    self.on_step(self.step, value)
+                if eval_every and self.step % eval_every == 0:
+                    self._record_curve(task)
+
+    def _record_curve(self, task: Task) -> None:
+        accuracies = self.evaluate()
+        self.curves.step.append(self.step)
+        self.curves.task.append(task.id)
+        self.curves.accuracy.append(accuracies)
+
+    def learn(self, task: Task) -> None:
+        """Everything that happens for one task: the strategy's hooks around ``fit``."""
+        start, eval_before = time.perf_counter(), self.eval_seconds
+        self.strategy.before_task(task, self.model)
+        self.fit(task)
+        self.strategy.after_task(task, self.model, lambda data=None, epochs=None: self.fit(task, data, epochs))
+        self.train_seconds += time.perf_counter() - start - (self.eval_seconds - eval_before)
