@@ -32,3 +32,9 @@ class DataError(LifelongError):
 
 class TrainingDivergedError(LifelongError):
     """The loss became NaN or infinite; results of finished tasks are kept."""
+
+
+class RunInterrupted(LifelongError):
+    """Ctrl-C during a run: results of finished tasks are saved; ``--resume`` continues."""
+
+    exit_code = 130

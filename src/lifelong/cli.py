@@ -1,0 +1,247 @@
+"""The ``lifelong`` command line: parse flags, build a RunConfig, call the library.
+
+Every user mistake ends with one line on stderr (``lifelong: ...``) and exit status 2; no
+traceback. Ctrl-C keeps the results of finished tasks (exit status 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from lifelong import __version__
+from lifelong.errors import LifelongError
+
+RUN_FLAGS = (
+    "data", "data_dir", "stream", "scenario", "tasks", "train_samples", "test_samples", "model",
+    "hidden", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed",
+    "device", "eval_every", "eval_batch_size", "strategies",
+)  # fmt: skip
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # unset flags stay unset, so a --config file's values are not overridden
+    g = p.add_argument_group("data and stream")
+    g.add_argument("--data", default=S, help="data set: digits (default), mnist, fashion-mnist, babi")
+    g.add_argument("--data-dir", default=S, help="where data files live (default: $LIFELONG_DATA or ~/.cache/lifelong)")
+    g.add_argument("--stream", default=S, help="stream generator, optionally NAME:key=value,... (default permuted)")
+    g.add_argument("--scenario", default=S, choices=("task", "domain", "class"), help="task-, domain- or class-incremental (default: the stream's)")
+    g.add_argument("--tasks", type=int, default=S, help="number of tasks (default: the stream's)")
+    g.add_argument("--train-samples", type=int, default=S, help="training samples per task (default: all)")
+    g.add_argument("--test-samples", type=int, default=S, help="test samples per task (default: all)")
+    g = p.add_argument_group("model and training")
+    g.add_argument("--model", default=S, help="mlp (default) or cnn; memnet / lm for text")
+    g.add_argument("--hidden", type=int, nargs="+", default=S, help="hidden widths, e.g. --hidden 100 100")
+    g.add_argument("--epochs", type=int, default=S, help="epochs per task (default 1)")
+    g.add_argument("--batch-size", type=int, default=S, help="mini-batch size (default 10)")
+    g.add_argument("--optimizer", default=S, choices=("sgd", "adam"), help="default sgd")
+    g.add_argument("--lr", type=float, default=S, help="learning rate (default 0.1)")
+    g.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0)")
+    g.add_argument("--weight-decay", type=float, default=S, help="weight decay (default 0)")
+    g.add_argument("--seed", type=int, default=S, help="seed of the stream, the model and training (default 0)")
+    g.add_argument("--device", default=S, help="cpu (default), cuda, cuda:N or auto")
+    g.add_argument("--eval-every", type=int, default=S, help="also evaluate all tasks every N steps (curves)")
+    g.add_argument("--eval-batch-size", type=int, default=S, help="samples per evaluation batch (default 8192)")
+    g.add_argument("--strategy", dest="strategies", nargs="+", default=S, metavar="NAME[:key=value,...]",
+                   help="strategies to compare, e.g. finetune ewc:lambda=100 gem:memory=256 finetune:lr=0.03")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifelong",
+        description="Lifelong (continual) learning: task streams, strategies, metrics, reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"lifelong {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train strategies through a stream and report", description="Train each strategy through the stream; write results.json, metrics.csv, plots and report.html.")  # fmt: skip
+    _add_run_flags(run)
+    g = run.add_argument_group("run")
+    g.add_argument("--config", help="TOML or YAML file with the same settings (flags override it)")
+    g.add_argument("--out", help="run directory (default: a new folder under runs/)")
+    g.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
+    g.add_argument("--no-report", action="store_true", help="skip plots and report.html")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="data sets, streams, models and strategies")
+
+    rep = sub.add_parser("report", help="rebuild plots and report.html from DIR/results.json")
+    rep.add_argument("run_dir")
+
+    demo = sub.add_parser("demo", help="the lecture's story on digits, in under a minute")
+    demo.add_argument("--out", default="runs/demo", help="where to write (default runs/demo)")
+    demo.add_argument("--quiet", action="store_true")
+
+    data = sub.add_parser("data", help="manage data files")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dl = data_sub.add_parser("download", help="download and verify a data set's official files")
+    dl.add_argument("name", help="mnist, fashion-mnist or babi")
+    dl.add_argument("--data-dir", help="target directory (default: $LIFELONG_DATA or ~/.cache/lifelong)")
+    dl.add_argument("--mirror", help="base URL to download from instead of the official source")
+    data_sub.add_parser("list", help="data sets and where their files are looked for")
+
+    fig = sub.add_parser("figure", help="reproduce a figure of the lecture / papers")
+    fig.add_argument("name", choices=("plasticity",), help="plasticity: tasks A, B, C under SGD, L2, EWC")
+    fig.add_argument("--out", default="runs/figure-plasticity", help="output directory")
+    fig.add_argument("--data", default="digits")
+    fig.add_argument("--data-dir")
+    fig.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _progress(quiet: bool):
+    """tqdm progress bars over each strategy's tasks, with the running loss."""
+    from lifelong.experiment import Progress
+
+    if quiet:
+        return Progress()
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def start(label: str, n_tasks: int) -> None:
+        state["bar"] = tqdm(total=n_tasks, desc=f"{label:>24}", unit="task", leave=True, file=sys.stderr, disable=None)
+
+    def step(n: int, loss: float) -> None:
+        if n % 25 == 0:
+            state["bar"].set_postfix(step=n, loss=f"{loss:.3f}", refresh=False)
+
+    def task_done(label: str, result) -> None:
+        state["bar"].update(result.tasks_done - state["bar"].n)
+
+    def end(label: str, result) -> None:
+        state["bar"].close()
+
+    return Progress(start, step, task_done, end)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lifelong.config import RunConfig, load_config_file
+    from lifelong.experiment import load_run_config, new_run_dir, run_experiment
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_run_config(run_dir)
+    else:
+        raw: dict[str, Any] = load_config_file(args.config) if args.config else {}
+        raw.update({k: getattr(args, k) for k in RUN_FLAGS if hasattr(args, k)})
+        config = RunConfig.from_dict(raw)
+        run_dir = Path(args.out) if args.out else new_run_dir()
+    results = run_experiment(config, run_dir, resume=bool(args.resume), progress=_progress(args.quiet))
+    return _finish(results.to_dict(), run_dir, report=not args.no_report)
+
+
+def _finish(results: dict, run_dir: Path, report: bool = True) -> int:
+    from lifelong.report import build_report, format_table
+
+    print(format_table(results))
+    print(f"results: {run_dir / 'results.json'}")
+    if report:
+        print(f"report:  {build_report(run_dir)}")
+    failed = [k for k, v in results["strategies"].items() if v["status"] == "failed"]
+    return 1 if failed else 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from lifelong.data import IMAGE_SOURCES
+    from lifelong.models import MODELS
+    from lifelong.strategies import STRATEGIES
+    from lifelong.streams import STREAMS
+
+    def section(title: str, rows: list[tuple[str, str]]) -> None:
+        print(title)
+        width = max(len(n) for n, _ in rows)
+        for name, text in rows:
+            print(f"  {name:<{width}}  {text}")
+        print()
+
+    data_rows = [(s.name, s.description) for s in IMAGE_SOURCES.values()]
+    if "babi" in STREAMS:
+        data_rows.append(("babi", "bAbI QA tasks v1.2, English 1k, 20 tasks (text files)"))
+    section("data sets (--data)", data_rows)
+    section("streams (--stream)", [(s.name, f"{s.description} [{', '.join(s.data)}; default {s.tasks} tasks, {s.scenario} scenario]") for s in STREAMS.values()])  # fmt: skip
+    section("models (--model)", [(m.name, m.description) for m in MODELS.values()])
+    by_family: dict[str, list] = {}
+    for cls in STRATEGIES.values():
+        by_family.setdefault(cls.family, []).append(cls)
+    rows = [(c.name, f"[{fam}] {c.description}") for fam, cs in by_family.items() for c in cs]
+    section("strategies (--strategy NAME[:key=value,...])", rows)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lifelong.report import build_report
+
+    print(build_report(Path(args.run_dir)))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from lifelong.data import files
+
+    if args.data_command == "list":
+        for name in files.dataset_names():
+            print(f"{name:<14} {files.dataset_dir(name, None)}")
+        return 0
+    from tqdm import tqdm
+
+    from lifelong.data.download import download
+
+    bars: dict[str, Any] = {}
+
+    def progress(label: str, done: int, total: int | None) -> None:
+        bar = bars.get(label)
+        if bar is None:
+            bar = bars[label] = tqdm(total=total, desc=label, unit="B", unit_scale=True, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        path = download(args.name, args.data_dir, args.mirror, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"{args.name}: verified files in {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lifelong.demo import run_demo
+
+    run_dir = run_demo(Path(args.out), progress=_progress(args.quiet))
+    print(f"report:  {run_dir / 'report.html'}")
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from lifelong.figures import plasticity
+
+    print(plasticity(Path(args.out), data=args.data, data_dir=args.data_dir, seed=args.seed))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "report": cmd_report,
+    "data": cmd_data,
+    "demo": cmd_demo,
+    "figure": cmd_figure,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LifelongError as err:
+        print(f"lifelong: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("lifelong: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Run configuration: the validated form of the command-line flags or a TOML/YAML file.
+
+Every bad value fails here, before any data is loaded or any model trained, with one line that
+says what to do. A config file uses the flag names as keys (``batch-size`` or ``batch_size``)::
+
+    data = "digits"
+    stream = "permuted"
+    tasks = 5
+    hidden = [100, 100]
+    strategy = ["finetune", "ewc:lambda=100", {name = "gem", memory = 256}]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.train import TRAIN_KEYS, TrainConfig
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: int, float, bool, ``[a, b]`` / ``a;b`` list, or the string itself."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_value(v) for v in split_top_level(inner, ",")] if inner else []
+    if ";" in text:
+        return [parse_value(v) for v in text.split(";")]
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def split_top_level(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside brackets: ``a=1,b=[1,2]`` -> ``["a=1", "b=[1,2]"]``."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == sep and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_named(spec: str, what: str) -> tuple[str, dict[str, Any]]:
+    """``NAME`` or ``NAME:key=value,key=value`` -> (name, {key: value})."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"empty {what} in {spec!r}; write NAME or NAME:key=value,key=value")
+    options: dict[str, Any] = {}
+    for item in split_top_level(rest, ",") if rest.strip() else []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{what} {spec!r}: expected key=value, got {item!r}")
+        options[key.strip().replace("-", "_")] = parse_value(value)
+    return name, options
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One entry of ``--strategy``: a label, a registered name, its settings and training overrides."""
+
+    label: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str | dict[str, Any]) -> StrategySpec:
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            name = spec.pop("name", None)
+            if not name:
+                raise ConfigError(f"a strategy table needs a name, got {spec}")
+            label = spec.pop("label", None)
+            options = {k.replace("-", "_"): v for k, v in spec.items()}
+            text = name + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
+            label = label or text
+        else:
+            label = spec.strip()
+            name, options = parse_named(label, "strategy")
+        train = {k: v for k, v in options.items() if k in TRAIN_KEYS}
+        params = {k: v for k, v in options.items() if k not in TRAIN_KEYS}
+        return cls(label=label, name=name, params=params, train_overrides=train)
+
+
+def _tuple_of_ints(value: Any, what: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    try:
+        return tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be whole numbers, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of ``lifelong run`` (defaults = the flags' defaults)."""
+
+    data: str = "digits"
+    data_dir: str | None = None
+    stream: str = "permuted"
+    stream_options: dict[str, Any] = field(default_factory=dict)
+    scenario: str | None = None
+    tasks: int | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+    model: str = "mlp"
+    hidden: tuple[int, ...] | None = None
+    epochs: int = 1
+    batch_size: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 0
+    eval_batch_size: int = 8192
+    strategies: tuple[StrategySpec, ...] = (StrategySpec("finetune", "finetune"),)
+
+    def __post_init__(self) -> None:
+        from lifelong.data import IMAGE_SOURCES
+        from lifelong.models import MODELS
+        from lifelong.strategies import STRATEGIES
+        from lifelong.streams import SCENARIOS, STREAMS
+
+        known_data = {d for entry in STREAMS.values() for d in entry.data} | set(IMAGE_SOURCES)
+        if self.data not in known_data:
+            raise UnknownNameError("data set", self.data, list(known_data))
+        if self.stream not in STREAMS:
+            raise UnknownNameError("stream", self.stream, list(STREAMS))
+        if self.scenario is not None and self.scenario not in SCENARIOS:
+            raise UnknownNameError("scenario", self.scenario, list(SCENARIOS))
+        if self.model not in MODELS:
+            raise UnknownNameError("model", self.model, list(MODELS))
+        if not self.strategies:
+            raise ConfigError("no strategy given; use --strategy NAME [NAME ...]")
+        labels = [s.label for s in self.strategies]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"strategy labels must be distinct, got {labels}")
+        for spec in self.strategies:
+            if spec.name not in STRATEGIES:
+                raise UnknownNameError("strategy", spec.name, list(STRATEGIES))
+            self.train_config(spec)  # validates the overrides
+            from lifelong.strategies import create_strategy
+
+            create_strategy(spec.name, spec.params)  # validates names and types of settings
+        for what, n in (("--tasks", self.tasks), ("--train-samples", self.train_samples),
+                        ("--test-samples", self.test_samples)):  # fmt: skip
+            if n is not None and n < 1:
+                raise ConfigError(f"{what} must be at least 1, got {n}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+
+    def train_config(self, spec: StrategySpec | None = None) -> TrainConfig:
+        """Training settings for one strategy: the run's, with the strategy's overrides."""
+        base = {k: getattr(self, k) for k in TRAIN_KEYS if hasattr(self, k)}
+        overrides = dict(spec.train_overrides) if spec else {}
+        settings = {**base, **overrides}
+        try:
+            return TrainConfig(
+                **{k: (type(getattr(TrainConfig, k))(v) if k in overrides else v) for k, v in settings.items()}
+            )
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"strategy {spec.label if spec else ''!r}: {err}") from None
+
+    def stream_kwargs(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "data_dir": self.data_dir,
+            "tasks": self.tasks,
+            "train_samples": self.train_samples,
+            "test_samples": self.test_samples,
+            "scenario": self.scenario,
+            "seed": self.seed,
+            **self.stream_options,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden) if self.hidden is not None else None
+        d["strategies"] = [s.label for s in self.strategies]
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Build from a dict of flag names (dashes or underscores); unknown keys are errors."""
+        d = {k.replace("-", "_"): v for k, v in raw.items()}
+        if "strategy" in d:
+            d["strategies"] = d.pop("strategy")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "strategies" in d:
+            items = d["strategies"]
+            items = [items] if isinstance(items, str | dict) else items
+            d["strategies"] = tuple(
+                s if isinstance(s, StrategySpec) else StrategySpec.parse(s) for s in items
+            )
+        if isinstance(d.get("stream"), str) and ":" in d["stream"]:
+            name, options = parse_named(d["stream"], "stream")
+            d["stream"], d["stream_options"] = name, {**options, **d.get("stream_options", {})}
+        d["hidden"] = _tuple_of_ints(d.get("hidden"), "--hidden")
+        for key in ("tasks", "train_samples", "test_samples", "epochs", "batch_size", "seed",
+                    "eval_every", "eval_batch_size"):  # fmt: skip
+            if d.get(key) is not None:
+                try:
+                    d[key] = int(d[key])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{key} must be a whole number, got {d[key]!r}") from None
+        for key in ("lr", "momentum", "weight_decay"):
+            if d.get(key) is not None:
+                try:
+                    d[key] = float(d[key])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{key} must be a number, got {d[key]!r}") from None
+        return cls(**d)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config file into a dict."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {p}: {err.strerror}") from None
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {p} must end in .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"config file {p} is not valid: {err}") from None
+    except Exception as err:  # yaml.YAMLError and friends
+        raise ConfigError(f"config file {p} is not valid: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a table of settings")
+    return data

@@ -1,0 +1,121 @@
+"""An experiment: every strategy of a RunConfig through one stream, saved after each task.
+
+The run directory holds ``config.json`` (the resolved settings, for ``--resume``),
+``results.json`` and ``metrics.csv`` (rewritten after every task), and ``checkpoints/LABEL.pt``
+(model, strategy state, optimizer, random-number-generator states and results so far, written
+atomically after every task).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from lifelong.config import RunConfig
+from lifelong.errors import ConfigError, RunInterrupted, TrainingDivergedError
+from lifelong.results import RunResults, StrategyResult, atomic_write_text, load_results
+from lifelong.runner import learn_stream, resolve_device, safe_filename
+from lifelong.streams import build_stream
+
+
+@dataclass
+class Progress:
+    """Callbacks for a front end (the CLI's progress bars); all optional."""
+
+    start_strategy: Callable[[str, int], None] | None = None
+    step: Callable[[int, float], None] | None = None
+    task_done: Callable[[str, StrategyResult], None] | None = None
+    end_strategy: Callable[[str, StrategyResult], None] | None = None
+
+
+def new_run_dir(root: Path = Path("runs")) -> Path:
+    """A fresh directory ``runs/YYYYmmdd-HHMMSS[-N]``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = root / stamp, 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{n}"
+    return path
+
+
+def save_config(config: RunConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    raw = config.to_dict()
+    raw["strategies"] = [s.label for s in config.strategies]
+    atomic_write_text(run_dir / "config.json", json.dumps(raw, indent=1) + "\n")
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} has no config.json; --resume takes a directory written by lifelong run")
+    return RunConfig.from_dict(json.loads(path.read_text()))
+
+
+def run_experiment(
+    config: RunConfig, run_dir: Path, *, resume: bool = False, progress: Progress | None = None
+) -> RunResults:
+    """Run (or resume) every strategy of ``config``, saving into ``run_dir`` after each task.
+
+    A strategy whose loss diverges is marked ``failed`` (with the message) and the run goes on
+    with the next one. Ctrl-C saves what finished and raises :class:`RunInterrupted`.
+    """
+    progress = progress or Progress()
+    resolve_device(config.device)  # fail early on a bad device
+    stream = build_stream(config.stream, **config.stream_kwargs())
+    if resume and (run_dir / "results.json").exists():
+        results = load_results(run_dir)
+    else:
+        results = RunResults(config=config.to_dict(), stream=stream.describe())
+    save_config(config, run_dir)
+    results.save(run_dir)
+    for spec in config.strategies:
+        done = results.strategies.get(spec.label)
+        if done is not None and done.status in ("complete", "failed") and resume:
+            continue
+        checkpoint = run_dir / "checkpoints" / f"{safe_filename(spec.label)}.pt"
+        if not resume:
+            checkpoint.unlink(missing_ok=True)
+        if progress.start_strategy:
+            progress.start_strategy(spec.label, len(stream))
+
+        def on_task(result: StrategyResult, label: str = spec.label) -> None:
+            results.strategies[label] = result
+            results.save(run_dir)
+            if progress.task_done:
+                progress.task_done(label, result)
+
+        from lifelong.strategies import create_strategy
+
+        strategy = create_strategy(spec.name, spec.params)
+        try:
+            result = learn_stream(
+                stream,
+                strategy,
+                model=config.model,
+                hidden=list(config.hidden) if config.hidden is not None else None,
+                train=config.train_config(spec),
+                seed=config.seed,
+                device=config.device,
+                label=spec.label,
+                checkpoint=checkpoint,
+                on_task=on_task,
+                on_step=progress.step,
+            )
+        except TrainingDivergedError as err:
+            print(f"lifelong: {err}", file=sys.stderr)
+            result = results.strategies[spec.label]
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                f"interrupted; results of finished tasks are in {run_dir}; "
+                f"continue with: lifelong run --resume {run_dir}"
+            ) from None
+        results.strategies[spec.label] = result
+        results.save(run_dir)
+        if progress.end_strategy:
+            progress.end_strategy(spec.label, result)
+    return results

@@ -1,0 +1,114 @@
+"""Reports of a run, built from its results.json alone (training is never re-run).
+
+:func:`build_report` writes ``plots/*.png`` and a self-contained, offline ``report.html`` into the
+run directory; :func:`format_table` gives the terminal summary; :func:`plasticity_figure` draws the
+accuracy of the first tasks during sequential training for every strategy (Kirkpatrick et al.
+2017, Fig. 2A).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import DataError
+from lifelong.report.html import render_html
+from lifelong.report.plots import (
+    PlotFiles,
+    accuracy_matrix_figure,
+    comparison_figure,
+    parameters_figure,
+    plasticity_figure,
+    save_plots,
+    task_accuracy_figure,
+)
+from lifelong.report.table import format_table
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+PLOTS_FOLDER = "plots"
+SUPPORTED_SCHEMA = 1
+
+__all__ = [
+    "PlotFiles",
+    "accuracy_matrix_figure",
+    "build_report",
+    "comparison_figure",
+    "format_table",
+    "parameters_figure",
+    "plasticity_figure",
+    "read_results",
+    "save_plots",
+    "task_accuracy_figure",
+]
+
+
+def _results_path(run_dir: str | os.PathLike[str]) -> Path:
+    path = Path(run_dir)
+    return path if path.name == RESULTS_FILE and path.is_file() else path / RESULTS_FILE
+
+
+def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The results.json dict of a run directory (or of the results.json path itself), checked.
+
+    Raises :class:`DataError` with one line naming the file when it is missing, not JSON, of an
+    unknown schema, or shaped unlike the output of ``lifelong run``.
+    """
+    path = _results_path(run_dir)
+    hint = "pass a run directory written by `lifelong run`"
+    if not path.is_file():
+        raise DataError(f"{path} not found; {hint}")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path} is not readable JSON ({error}); {hint}") from None
+    if not isinstance(results, dict) or not isinstance(results.get("strategies"), dict):
+        raise DataError(f"{path} has no 'strategies' object; {hint}")
+    schema = results.get("schema")
+    if schema != SUPPORTED_SCHEMA:
+        raise DataError(
+            f"{path} has results schema {schema!r}, this lifelong reads schema "
+            f"{SUPPORTED_SCHEMA}; rebuild the report with the lifelong version that wrote it"
+        )
+    for label, entry in results["strategies"].items():
+        if not isinstance(entry, dict):
+            raise DataError(f"{path}: strategy {label!r} is not an object; {hint}")
+        matrix = entry.get("accuracy_matrix") or []
+        if not isinstance(matrix, list) or not all(isinstance(row, list) for row in matrix):
+            raise DataError(f"{path}: strategy {label!r} has a malformed accuracy_matrix; {hint}")
+        curves = entry.get("curves") or {}
+        if not isinstance(curves, dict) or (
+            len({len(curves.get(key) or []) for key in ("step", "task", "accuracy")}) > 1
+        ):
+            raise DataError(f"{path}: strategy {label!r} has malformed curves; {hint}")
+    return results
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def build_report(run_dir: str | os.PathLike[str]) -> Path:
+    """(Re)create ``run_dir/plots/*.png`` and ``run_dir/report.html`` from ``run_dir/results.json``.
+
+    The HTML is self-contained (inline CSS, images as base64 data URIs, no scripts) so it opens
+    offline and can be mailed as one file. Returns the path of report.html. Raises
+    :class:`DataError` when results.json is missing or invalid.
+    """
+    results_path = _results_path(run_dir)
+    results = read_results(results_path)
+    folder = results_path.parent
+    plots = save_plots(results, folder / PLOTS_FOLDER)
+    report = folder / REPORT_FILE
+    _write_atomically(report, render_html(results, plots))
+    return report

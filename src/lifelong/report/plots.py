@@ -1,0 +1,456 @@
+"""Figures of a run, drawn from the results.json dict alone.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot``), so nothing here
+selects a backend, keeps figures alive in a global registry or touches another thread's state; PNGs
+are written by the Agg canvas. :func:`save_plots` writes all figures of a report under one folder
+with stable names.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image
+
+from lifelong.errors import ConfigError
+from lifelong.report.table import number_of_tasks
+
+DPI = 90
+"""Resolution of saved PNGs; modest so that a 20-task report with many strategies stays small."""
+
+PALETTE_COLOURS = 256
+"""Saved PNGs are quantised to this many colours (see :func:`save_figure`)."""
+
+ANNOTATE_MAX_TASKS = 12
+"""Heatmap cells are annotated with their value when the stream has at most this many tasks."""
+
+LEGEND_MAX_TASKS = 12
+"""Per-task curve plots get a legend entry per task up to this many tasks, else a colour bar."""
+
+MISSING_COLOUR = "#e0e0e0"
+"""Heatmap colour of rows that were never reached (partial or failed strategies)."""
+
+_OWN_PATTERNS = (
+    "accuracy_matrix_*.png",
+    "task_accuracy_*.png",
+    "comparison.png",
+    "parameters.png",
+    "plasticity.png",
+)
+
+
+def _plain(text: Any) -> str:
+    """Text that matplotlib shows literally: a pair of ``$`` would otherwise start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _strategy_colour(index: int) -> tuple[float, ...]:
+    palette = matplotlib.colormaps["tab10" if index < 10 else "tab20"]
+    return palette(index % palette.N)
+
+
+def _task_colours(num_tasks: int) -> list[tuple[float, ...]]:
+    if num_tasks <= 10:
+        return [matplotlib.colormaps["tab10"](j) for j in range(num_tasks)]
+    return [matplotlib.colormaps["viridis"](j / max(num_tasks - 1, 1)) for j in range(num_tasks)]
+
+
+def _status_suffix(entry: Mapping[str, Any]) -> str:
+    status = entry.get("status") or "unknown"
+    return "" if status == "complete" else f" [{status}]"
+
+
+def _strategy(results: Mapping[str, Any], label: str) -> Mapping[str, Any]:
+    strategies = results.get("strategies") or {}
+    if label not in strategies:
+        raise ConfigError(f"no strategy {label!r} in results; known: {', '.join(strategies)}")
+    return strategies[label]
+
+
+def accuracy_array(entry: Mapping[str, Any], num_tasks: int) -> np.ndarray:
+    """R as a ``(num_tasks + 1, num_tasks)`` float array; rows not reached are NaN."""
+    matrix = np.full((num_tasks + 1, num_tasks), np.nan)
+    for i, row in enumerate((entry.get("accuracy_matrix") or [])[: num_tasks + 1]):
+        values = np.asarray(row, dtype=float)[:num_tasks]
+        matrix[i, : len(values)] = values
+    return matrix
+
+
+def rows_recorded(entry: Mapping[str, Any]) -> int:
+    """Number of accuracy-matrix rows present (1 + tasks finished, or 0 when nothing ran)."""
+    return len(entry.get("accuracy_matrix") or [])
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Accuracy on every task during training: ``accuracy[k, j]`` at global step ``step[k]``."""
+
+    step: np.ndarray
+    task: np.ndarray
+    accuracy: np.ndarray
+
+    def boundaries(self) -> list[float]:
+        """Steps where training moves to the next task: the last step recorded for each task."""
+        changes = np.flatnonzero(np.diff(self.task) != 0)
+        return [float(self.step[k]) for k in changes]
+
+
+def curves_of(entry: Mapping[str, Any], num_tasks: int) -> Curves | None:
+    """The strategy's curves as arrays, or ``None`` when it has none (``--eval-every 0``)."""
+    raw = entry.get("curves") or {}
+    steps = raw.get("step") or []
+    if len(steps) == 0:
+        return None
+    accuracy = np.full((len(steps), num_tasks), np.nan)
+    for k, row in enumerate(raw.get("accuracy") or []):
+        values = np.asarray(row, dtype=float)[:num_tasks]
+        accuracy[k, : len(values)] = values
+    return Curves(
+        step=np.asarray(steps, dtype=float),
+        task=np.asarray(raw.get("task") or [0] * len(steps), dtype=int),
+        accuracy=accuracy,
+    )
+
+
+def accuracy_matrix_figure(results: Mapping[str, Any], label: str) -> Figure:
+    """Heatmap of R for one strategy: rows "untrained", "after task 1..T"; columns tasks; 0..1."""
+    entry = _strategy(results, label)
+    num_tasks = number_of_tasks(results)
+    matrix = accuracy_array(entry, num_tasks)
+    size = 0.45 * num_tasks
+    figure = _new_figure(min(3.6 + size, 9.0), min(2.6 + size, 8.0))
+    axes = figure.add_subplot()
+    colour_map = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOUR)
+    image = axes.imshow(
+        np.ma.masked_invalid(matrix), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto"
+    )
+    figure.colorbar(image, ax=axes, label="test accuracy", shrink=0.9)
+    tick_step = 1 if num_tasks <= 20 else int(np.ceil(num_tasks / 20))
+    columns = list(range(0, num_tasks, tick_step))
+    axes.set_xticks(columns, [str(j + 1) for j in columns])
+    rows = [0, *range(1, num_tasks + 1, tick_step)]
+    axes.set_yticks(rows, ["untrained" if i == 0 else f"after task {i}" for i in rows])
+    axes.set_xlabel("evaluated on task")
+    axes.set_title(_plain(f"{label}{_status_suffix(entry)}: accuracy matrix R"), fontsize=10)
+    if num_tasks <= ANNOTATE_MAX_TASKS:
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                colour = "black" if value > 0.6 else "white"
+                axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    reached = rows_recorded(entry)
+    if reached < num_tasks + 1:
+        axes.text(
+            0.5,
+            (reached + num_tasks) / 2,
+            "not reached",
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="#555555",
+            transform=axes.get_yaxis_transform(),
+        )
+    return figure
+
+
+def _draw_boundaries(axes: Any, boundaries: Sequence[float], colour: Any = "#888888") -> None:
+    for step in boundaries:
+        axes.axvline(step, color=colour, linestyle="--", linewidth=0.8, alpha=0.7)
+
+
+def _task_legend_or_colourbar(figure: Figure, axes: Any, num_tasks: int) -> None:
+    if num_tasks <= LEGEND_MAX_TASKS:
+        axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        return
+    mappable = ScalarMappable(norm=Normalize(1, num_tasks), cmap=matplotlib.colormaps["viridis"])
+    figure.colorbar(mappable, ax=axes, label="task")
+
+
+def _plot_task_line(
+    axes: Any, x: np.ndarray, y: np.ndarray, start: int, colour: Any, label: str, **style: Any
+) -> None:
+    """One task's accuracy: faded before its training starts (index ``start``), solid after."""
+    if start > 0:
+        axes.plot(x[:start], y[:start], color=colour, lw=0.8, alpha=0.35, **style)
+    solid = slice(max(start - 1, 0), None)
+    axes.plot(x[solid], y[solid], color=colour, lw=1.3, label=label, **style)
+
+
+def task_accuracy_figure(results: Mapping[str, Any], label: str) -> Figure | None:
+    """Each task's accuracy over the stream for one strategy, one line per task.
+
+    Uses the strategy's ``curves`` when recorded (x = global training step, dashed lines at task
+    boundaries); otherwise the rows of R (x = number of tasks learned). A task's line is faded
+    until its own training starts. ``None`` when the strategy recorded no accuracy at all.
+    """
+    entry = _strategy(results, label)
+    num_tasks = number_of_tasks(results)
+    colours = _task_colours(num_tasks)
+    curves = curves_of(entry, num_tasks)
+    if curves is None and rows_recorded(entry) == 0:
+        return None
+    figure = _new_figure(7.5, 3.6)
+    axes = figure.add_subplot()
+    if curves is not None:
+        for j in range(num_tasks):
+            trained = np.flatnonzero(curves.task >= j)
+            start = int(trained[0]) if len(trained) else len(curves.step)
+            _plot_task_line(
+                axes, curves.step, curves.accuracy[:, j], start, colours[j], f"task {j + 1}"
+            )
+        _draw_boundaries(axes, curves.boundaries())
+        axes.set_xlabel("training step (dashed: task boundaries)")
+    else:
+        matrix = accuracy_array(entry, num_tasks)[: rows_recorded(entry)]
+        learned = np.arange(len(matrix))
+        for j in range(num_tasks):
+            _plot_task_line(
+                axes, learned, matrix[:, j], j + 1, colours[j], f"task {j + 1}", marker="o", ms=3
+            )
+        if num_tasks <= 20:
+            axes.set_xticks(np.arange(num_tasks + 1))
+        else:
+            axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.set_xlim(-0.2, num_tasks + 0.2)
+        axes.set_xlabel("tasks learned")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_ylabel("test accuracy")
+    axes.grid(alpha=0.3)
+    axes.set_title(_plain(f"{label}{_status_suffix(entry)}: accuracy per task"), fontsize=10)
+    _task_legend_or_colourbar(figure, axes, num_tasks)
+    return figure
+
+
+COMPARISON_METRICS: tuple[tuple[str, str], ...] = (
+    ("acc", "ACC"),
+    ("bwt", "BWT"),
+    ("fwt", "FWT"),
+    ("forgetting", "forgetting"),
+)
+"""Metrics compared across strategies in :func:`comparison_figure` (key, axis label)."""
+
+
+def comparison_figure(results: Mapping[str, Any]) -> Figure | None:
+    """Grouped bars of ACC, BWT, FWT and forgetting in percent, one bar per strategy in each group.
+
+    Undefined metrics (null) leave a gap marked "n/a"; partial and failed strategies are hatched.
+    ``None`` when the run has no strategies.
+    """
+    strategies = list((results.get("strategies") or {}).items())
+    if not strategies:
+        return None
+    width = 0.8 / len(strategies)
+    figure = _new_figure(min(6.0 + 0.35 * len(strategies), 14.0), 4.0)
+    axes = figure.add_subplot()
+    groups = np.arange(len(COMPARISON_METRICS))
+    for index, (label, entry) in enumerate(strategies):
+        values = [entry.get(key) for key, _ in COMPARISON_METRICS]
+        heights = [np.nan if value is None else 100.0 * float(value) for value in values]
+        offsets = groups - 0.4 + width * (index + 0.5)
+        complete = entry.get("status") == "complete"
+        axes.bar(
+            offsets,
+            heights,
+            width=width * 0.95,
+            color=_strategy_colour(index),
+            hatch=None if complete else "//",
+            edgecolor="white" if complete else "black",
+            label=_plain(f"{label}{_status_suffix(entry)}"),
+        )
+        for offset, height in zip(offsets, heights, strict=True):
+            if not np.isfinite(height):
+                axes.text(offset, 0.0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.set_xticks(groups, [name for _, name in COMPARISON_METRICS])
+    axes.set_ylabel("percent (BWT, FWT: points)")
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title("strategies compared", fontsize=10)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return figure
+
+
+def parameters_figure(results: Mapping[str, Any]) -> Figure | None:
+    """Model size (parameter count) after each task learned, one line per strategy that records it.
+
+    ``None`` when no strategy has ``parameters``.
+    """
+    strategies = list((results.get("strategies") or {}).items())
+    with_counts = [
+        (index, label, entry)
+        for index, (label, entry) in enumerate(strategies)
+        if entry.get("parameters")
+    ]
+    if not with_counts:
+        return None
+    figure = _new_figure(7.0, 3.6)
+    axes = figure.add_subplot()
+    for index, label, entry in with_counts:
+        counts = np.asarray(entry["parameters"], dtype=float)
+        axes.plot(
+            np.arange(1, len(counts) + 1),
+            counts,
+            marker="o",
+            ms=3,
+            color=_strategy_colour(index),
+            label=_plain(f"{label}{_status_suffix(entry)}"),
+        )
+    axes.set_xlabel("tasks learned")
+    axes.set_ylabel("parameters")
+    axes.set_ylim(bottom=0)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.ticklabel_format(axis="y", style="sci", scilimits=(-3, 5))
+    axes.grid(alpha=0.3)
+    axes.set_title("model size", fontsize=10)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return figure
+
+
+def strategies_with_curves(results: Mapping[str, Any]) -> list[str]:
+    """Labels of the strategies that recorded accuracy curves during training."""
+    num_tasks = number_of_tasks(results)
+    return [
+        label
+        for label, entry in (results.get("strategies") or {}).items()
+        if curves_of(entry, num_tasks) is not None
+    ]
+
+
+def plasticity_figure(
+    results: Mapping[str, Any],
+    tasks: Sequence[int] = (0, 1, 2),
+    path: str | Path | None = None,
+) -> Figure:
+    """Accuracy on a few tasks during sequential training, every strategy overlaid.
+
+    One panel per task in ``tasks`` (0-based ids; ids beyond the stream are dropped), one line
+    per strategy with curves, x = global training step; the layout of Kirkpatrick et al. 2017,
+    "Overcoming catastrophic forgetting in neural networks", Fig. 2A (tasks A, B, C under SGD, L2
+    and EWC). Task boundaries are dashed grey when all strategies share them, else dotted in each
+    strategy's colour. Saved as PNG at ``path`` when given. Raises :class:`ConfigError` when no
+    strategy has curves or no requested task exists.
+    """
+    num_tasks = number_of_tasks(results)
+    shown = [task for task in tasks if 0 <= task < num_tasks]
+    if not shown:
+        raise ConfigError(
+            f"tasks {list(tasks)} are not in this stream of {num_tasks} tasks; "
+            f"pick ids from 0 to {num_tasks - 1}"
+        )
+    strategies = list((results.get("strategies") or {}).items())
+    drawn = [
+        (index, label, entry, curves)
+        for index, (label, entry) in enumerate(strategies)
+        if (curves := curves_of(entry, num_tasks)) is not None
+    ]
+    if not drawn:
+        raise ConfigError("no strategy in these results has curves; run with --eval-every N > 0")
+    figure = _new_figure(7.5, 1.2 + 1.9 * len(shown))
+    panels = figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+    all_boundaries = [curves.boundaries() for _, _, _, curves in drawn]
+    shared = all(boundaries == all_boundaries[0] for boundaries in all_boundaries)
+    for axes, task in zip(panels, shown, strict=True):
+        for index, label, entry, curves in drawn:
+            axes.plot(
+                curves.step,
+                curves.accuracy[:, task],
+                color=_strategy_colour(index),
+                lw=1.2,
+                label=_plain(f"{label}{_status_suffix(entry)}"),
+            )
+            if not shared:
+                for step in curves.boundaries():
+                    axes.axvline(step, color=_strategy_colour(index), ls=":", lw=0.8, alpha=0.6)
+        if shared:
+            _draw_boundaries(axes, all_boundaries[0])
+        axes.set_ylim(-0.02, 1.02)
+        axes.set_ylabel(f"task {task + 1}\naccuracy")
+        axes.grid(alpha=0.3)
+    panels[0].set_title("accuracy on the first tasks during sequential training", fontsize=10)
+    panels[0].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    panels[-1].set_xlabel("training step")
+    if path is not None:
+        save_figure(figure, path)
+    return figure
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a 256-colour PNG (parent folders created); returns the path.
+
+    Plots are mostly flat colours, so a palette PNG looks the same at about a third of the size of
+    the RGBA one, which keeps reports with many tasks and strategies small.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        palette = image.convert("RGB").quantize(
+            PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+    palette.save(target, format="png", optimize=True)
+    return target
+
+
+def file_stem(index: int, label: str) -> str:
+    """A stable, file-system-safe name part for a strategy: ``03_ewc-lambda-100``."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", label).strip("-.")[:60] or "strategy"
+    return f"{index:02d}_{slug}"
+
+
+@dataclass
+class PlotFiles:
+    """Paths of the PNGs written by :func:`save_plots`; ``None``/absent where not drawn."""
+
+    comparison: Path | None = None
+    parameters: Path | None = None
+    plasticity: Path | None = None
+    accuracy_matrix: dict[str, Path] = field(default_factory=dict)
+    task_accuracy: dict[str, Path] = field(default_factory=dict)
+
+
+def save_plots(results: Mapping[str, Any], folder: str | Path) -> PlotFiles:
+    """(Re)draw every figure of a report into ``folder`` and return their paths.
+
+    Names are stable: ``comparison.png``, ``parameters.png``, ``plasticity.png`` and, per strategy
+    in results order, ``accuracy_matrix_NN_<label>.png`` and ``task_accuracy_NN_<label>.png``.
+    PNGs of those names left by an earlier build are removed first, so none goes stale.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for pattern in _OWN_PATTERNS:
+        for old in folder.glob(pattern):
+            old.unlink()
+    files = PlotFiles()
+    if (figure := comparison_figure(results)) is not None:
+        files.comparison = save_figure(figure, folder / "comparison.png")
+    if (figure := parameters_figure(results)) is not None:
+        files.parameters = save_figure(figure, folder / "parameters.png")
+    if len(strategies_with_curves(results)) >= 2:
+        files.plasticity = folder / "plasticity.png"
+        plasticity_figure(results, path=files.plasticity)
+    for index, (label, entry) in enumerate((results.get("strategies") or {}).items()):
+        stem = file_stem(index, str(label))
+        if rows_recorded(entry) > 0:
+            files.accuracy_matrix[label] = save_figure(
+                accuracy_matrix_figure(results, label), folder / f"accuracy_matrix_{stem}.png"
+            )
+        if (figure := task_accuracy_figure(results, label)) is not None:
+            files.task_accuracy[label] = save_figure(figure, folder / f"task_accuracy_{stem}.png")
+    return files
