@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lifelong import __version__
-from lifelong.errors import LifelongError
+from lifelong.errors import ConfigError, LifelongError
 
 RUN_FLAGS = (
     "data", "data_dir", "stream", "scenario", "tasks", "train_samples", "test_samples", "model",
@@ -21,35 +21,70 @@ RUN_FLAGS = (
 )  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error convention: one line on stderr, exit status 2, no usage."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: {text}; see `{self.prog} --help`\n")
+
+
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # unset flags stay unset, so a --config file's values are not overridden
     g = p.add_argument_group("data and stream")
-    g.add_argument("--data", default=S, help="data set: digits (default), mnist, fashion-mnist, babi")
-    g.add_argument("--data-dir", default=S, help="where data files live (default: $LIFELONG_DATA or ~/.cache/lifelong)")
-    g.add_argument("--stream", default=S, help="stream generator, optionally NAME:key=value,... (default permuted)")
-    g.add_argument("--scenario", default=S, choices=("task", "domain", "class"), help="task-, domain- or class-incremental (default: the stream's)")
+    g.add_argument(
+        "--data", default=S, help="data set: digits (default), mnist, fashion-mnist, babi"
+    )
+    g.add_argument(
+        "--data-dir",
+        default=S,
+        help="where data files live (default: $LIFELONG_DATA or ~/.cache/lifelong)",
+    )
+    g.add_argument(
+        "--stream",
+        default=S,
+        help="stream generator, optionally NAME:key=value,... (default permuted)",
+    )
+    g.add_argument(
+        "--scenario",
+        default=S,
+        choices=("task", "domain", "class"),
+        help="task-, domain- or class-incremental (default: the stream's)",
+    )
     g.add_argument("--tasks", type=int, default=S, help="number of tasks (default: the stream's)")
-    g.add_argument("--train-samples", type=int, default=S, help="training samples per task (default: all)")
-    g.add_argument("--test-samples", type=int, default=S, help="test samples per task (default: all)")
+    g.add_argument(
+        "--train-samples", type=int, default=S, help="training samples per task (default: all)"
+    )
+    g.add_argument(
+        "--test-samples", type=int, default=S, help="test samples per task (default: all)"
+    )
     g = p.add_argument_group("model and training")
     g.add_argument("--model", default=S, help="mlp (default) or cnn; memnet / lm for text")
-    g.add_argument("--hidden", type=int, nargs="+", default=S, help="hidden widths, e.g. --hidden 100 100")
+    g.add_argument(
+        "--hidden", type=int, nargs="+", default=S, help="hidden widths, e.g. --hidden 100 100"
+    )
     g.add_argument("--epochs", type=int, default=S, help="epochs per task (default 1)")
     g.add_argument("--batch-size", type=int, default=S, help="mini-batch size (default 10)")
     g.add_argument("--optimizer", default=S, choices=("sgd", "adam"), help="default sgd")
     g.add_argument("--lr", type=float, default=S, help="learning rate (default 0.1)")
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0)")
     g.add_argument("--weight-decay", type=float, default=S, help="weight decay (default 0)")
-    g.add_argument("--seed", type=int, default=S, help="seed of the stream, the model and training (default 0)")
+    g.add_argument(
+        "--seed", type=int, default=S, help="seed of the stream, the model and training (default 0)"
+    )
     g.add_argument("--device", default=S, help="cpu (default), cuda, cuda:N or auto")
-    g.add_argument("--eval-every", type=int, default=S, help="also evaluate all tasks every N steps (curves)")
-    g.add_argument("--eval-batch-size", type=int, default=S, help="samples per evaluation batch (default 8192)")
+    g.add_argument(
+        "--eval-every", type=int, default=S, help="also evaluate all tasks every N steps (curves)"
+    )
+    g.add_argument(
+        "--eval-batch-size", type=int, default=S, help="samples per evaluation batch (default 8192)"
+    )
     g.add_argument("--strategy", dest="strategies", nargs="+", default=S, metavar="NAME[:key=value,...]",
                    help="strategies to compare, e.g. finetune ewc:lambda=100 gem:memory=256 finetune:lr=0.03")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lifelong",
         description="Lifelong (continual) learning: task streams, strategies, metrics, reports.",
     )
@@ -78,12 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     dl = data_sub.add_parser("download", help="download and verify a data set's official files")
     dl.add_argument("name", help="mnist, fashion-mnist or babi")
-    dl.add_argument("--data-dir", help="target directory (default: $LIFELONG_DATA or ~/.cache/lifelong)")
+    dl.add_argument(
+        "--data-dir", help="target directory (default: $LIFELONG_DATA or ~/.cache/lifelong)"
+    )
     dl.add_argument("--mirror", help="base URL to download from instead of the official source")
     data_sub.add_parser("list", help="data sets and where their files are looked for")
 
     fig = sub.add_parser("figure", help="reproduce a figure of the lecture / papers")
-    fig.add_argument("name", choices=("plasticity",), help="plasticity: tasks A, B, C under SGD, L2, EWC")
+    fig.add_argument(
+        "name", choices=("plasticity",), help="plasticity: tasks A, B, C under SGD, L2, EWC"
+    )
     fig.add_argument("--out", default="runs/figure-plasticity", help="output directory")
     fig.add_argument("--data", default="digits")
     fig.add_argument("--data-dir")
@@ -102,7 +141,14 @@ def _progress(quiet: bool):
     state: dict[str, Any] = {}
 
     def start(label: str, n_tasks: int) -> None:
-        state["bar"] = tqdm(total=n_tasks, desc=f"{label:>24}", unit="task", leave=True, file=sys.stderr, disable=None)
+        state["bar"] = tqdm(
+            total=n_tasks,
+            desc=f"{label:>24}",
+            unit="task",
+            leave=True,
+            file=sys.stderr,
+            disable=None,
+        )
 
     def step(n: int, loss: float) -> None:
         if n % 25 == 0:
@@ -122,6 +168,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lifelong.experiment import load_run_config, new_run_dir, run_experiment
 
     if args.resume:
+        given = [k for k in RUN_FLAGS if hasattr(args, k)]
+        given += [k for k in ("config", "out") if getattr(args, k)]
+        if given:
+            names = ("strategy" if k == "strategies" else k for k in given)
+            flags = ", ".join("--" + k.replace("_", "-") for k in names)
+            raise ConfigError(
+                f"--resume takes every setting from {args.resume}/config.json; drop {flags}"
+            )
         run_dir = Path(args.resume)
         config = load_run_config(run_dir)
     else:
@@ -129,7 +183,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raw.update({k: getattr(args, k) for k in RUN_FLAGS if hasattr(args, k)})
         config = RunConfig.from_dict(raw)
         run_dir = Path(args.out) if args.out else new_run_dir()
-    results = run_experiment(config, run_dir, resume=bool(args.resume), progress=_progress(args.quiet))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; give a directory")
+    results = run_experiment(
+        config, run_dir, resume=bool(args.resume), progress=_progress(args.quiet)
+    )
     return _finish(results.to_dict(), run_dir, report=not args.no_report)
 
 
@@ -172,8 +230,9 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lifelong.report import build_report
+    from lifelong.report import build_report, read_results
 
+    read_results(args.run_dir)  # a missing or invalid results.json: one line naming the file
     print(build_report(Path(args.run_dir)))
     return 0
 
@@ -194,7 +253,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     def progress(label: str, done: int, total: int | None) -> None:
         bar = bars.get(label)
         if bar is None:
-            bar = bars[label] = tqdm(total=total, desc=label, unit="B", unit_scale=True, file=sys.stderr)
+            bar = bars[label] = tqdm(
+                total=total, desc=label, unit="B", unit_scale=True, file=sys.stderr
+            )
         bar.update(done - bar.n)
 
     try:
@@ -241,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lifelong: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # an unwritable --out, a full disk: the user's environment
+        where = f" {err.filename}" if err.filename else ""
+        print(f"lifelong: cannot use{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -88,7 +88,9 @@ class StrategySpec:
                 raise ConfigError(f"a strategy table needs a name, got {spec}")
             label = spec.pop("label", None)
             options = {k.replace("-", "_"): v for k, v in spec.items()}
-            text = name + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "")
+            text = name + (
+                ":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else ""
+            )
             label = label or text
         else:
             label = spec.strip()
@@ -106,6 +108,28 @@ def _tuple_of_ints(value: Any, what: str) -> tuple[int, ...] | None:
         return tuple(int(v) for v in items)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must be whole numbers, got {value!r}") from None
+
+
+def _train_value(key: str, value: Any, where: str) -> Any:
+    """A per-strategy training override converted to the type of its TrainConfig field."""
+    kind = type(getattr(TrainConfig, key))
+    if kind is bool and isinstance(value, str):
+        value = parse_value(value)
+    ok = (
+        isinstance(value, bool)
+        if kind is bool
+        else isinstance(value, int | float) and not isinstance(value, bool)
+        if kind in (int, float)
+        else isinstance(value, str)
+    )
+    if ok and kind is int and float(value) != int(value):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{where}{key} must be {_KIND_NAMES[kind]}, got {value!r}")
+    return kind(value)
+
+
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,7 @@ class RunConfig:
         labels = [s.label for s in self.strategies]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"strategy labels must be distinct, got {labels}")
+        self.train_config()  # the run's own training flags first: their message names the flag
         for spec in self.strategies:
             if spec.name not in STRATEGIES:
                 raise UnknownNameError("strategy", spec.name, list(STRATEGIES))
@@ -172,13 +197,12 @@ class RunConfig:
         """Training settings for one strategy: the run's, with the strategy's overrides."""
         base = {k: getattr(self, k) for k in TRAIN_KEYS if hasattr(self, k)}
         overrides = dict(spec.train_overrides) if spec else {}
-        settings = {**base, **overrides}
+        where = f"strategy {spec.label!r}: " if spec and overrides else ""
+        converted = {k: _train_value(k, v, where) for k, v in overrides.items()}
         try:
-            return TrainConfig(
-                **{k: (type(getattr(TrainConfig, k))(v) if k in overrides else v) for k, v in settings.items()}
-            )
+            return TrainConfig(**{**base, **converted})
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"strategy {spec.label if spec else ''!r}: {err}") from None
+            raise ConfigError(f"{where}{err}") from None
 
     def stream_kwargs(self) -> dict[str, Any]:
         return {
@@ -207,7 +231,9 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         if "strategies" in d:
             items = d["strategies"]
             items = [items] if isinstance(items, str | dict) else items

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lifelong.streams.base import Stream, Task
 from lifelong.strategies.base import Strategy
+from lifelong.streams.base import Stream, Task
 
 
 def evaluate_task(strategy: Strategy, model: nn.Module, task: Task, batch_size: int) -> float:

@@ -45,14 +45,20 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
 def save_config(config: RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     raw = config.to_dict()
-    raw["strategies"] = [s.label for s in config.strategies]
+    # Full specs, not labels: a label chosen in a config file ({name=..., label=...}) is no spec.
+    raw["strategies"] = [
+        {"name": s.name, "label": s.label, **s.params, **s.train_overrides}
+        for s in config.strategies
+    ]
     atomic_write_text(run_dir / "config.json", json.dumps(raw, indent=1) + "\n")
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.json"
     if not path.exists():
-        raise ConfigError(f"{run_dir} has no config.json; --resume takes a directory written by lifelong run")
+        raise ConfigError(
+            f"{run_dir} has no config.json; --resume takes a directory written by lifelong run"
+        )
     return RunConfig.from_dict(json.loads(path.read_text()))
 
 

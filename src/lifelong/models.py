@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +33,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [in_features, *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(widths[:-1], widths[1:], strict=True):
+        for a, b in pairwise(widths):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1], n_outputs)
@@ -65,7 +66,9 @@ class CNN(nn.Module):
             blocks += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
             c, h, w = out, h // 2, w // 2
         if h < 1 or w < 1:
-            raise ConfigError(f"cnn: inputs of {tuple(in_shape)} are too small for {len(channels)} pools")
+            raise ConfigError(
+                f"cnn: inputs of {tuple(in_shape)} are too small for {len(channels)} pools"
+            )
         self.conv = nn.Sequential(*blocks)
         self.mlp = MLP(c * h * w, hidden, n_outputs)
 
@@ -84,7 +87,9 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, description: str, input_kinds: tuple[str, ...] = ("image", "features")):
+def register_model(
+    name: str, description: str, input_kinds: tuple[str, ...] = ("image", "features")
+):
     """Register ``build(stream, hidden) -> nn.Module`` under ``name``."""
 
     def decorate(build: Callable[[Stream, Sequence[int] | None], nn.Module]):
@@ -100,7 +105,9 @@ def _mlp(stream: Stream, hidden: Sequence[int] | None) -> nn.Module:
     return MLP(n_in, tuple(hidden) if hidden is not None else (100, 100), stream.n_outputs)
 
 
-@register_model("cnn", "two conv blocks + MLP (--hidden sets the MLP widths, default 128)", ("image",))
+@register_model(
+    "cnn", "two conv blocks + MLP (--hidden sets the MLP widths, default 128)", ("image",)
+)
 def _cnn(stream: Stream, hidden: Sequence[int] | None) -> nn.Module:
     shape = stream.input_shape if len(stream.input_shape) == 3 else (1, *stream.input_shape)
     if len(shape) != 3:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 from pathlib import Path
@@ -16,10 +17,9 @@ def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak measurement (Linux: reset VmHWM through /proc/self/clear_refs)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    try:
+    # Not Linux, or not permitted: the process-wide peak is reported instead.
+    with contextlib.suppress(OSError):
         _CLEAR_REFS.write_text("5")
-    except OSError:
-        pass  # not Linux, or not permitted: the process-wide peak is reported instead
 
 
 def peak_rss_mb() -> float:

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,9 @@ class StrategyResult:
     peak_rss_mb: float | None = None
     peak_device_mb: float | None = None
     parameters: list[int] = field(default_factory=list)
-    curves: dict[str, list] = field(default_factory=lambda: {"step": [], "task": [], "accuracy": []})
+    curves: dict[str, list] = field(
+        default_factory=lambda: {"step": [], "task": [], "accuracy": []}
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -115,7 +117,7 @@ class RunResults:
     config: dict[str, Any]
     stream: dict[str, Any]
     strategies: dict[str, StrategyResult] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,7 +132,9 @@ class RunResults:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResults:
         if d.get("schema") != SCHEMA:
-            raise DataError(f"results.json has schema {d.get('schema')!r}; this version reads {SCHEMA}")
+            raise DataError(
+                f"results.json has schema {d.get('schema')!r}; this version reads {SCHEMA}"
+            )
         return cls(
             config=d["config"],
             stream=d["stream"],
@@ -163,9 +167,13 @@ def load_results(run_dir: str | Path) -> RunResults:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"no results.json in {run_dir}; give a run directory written by `lifelong run`") from None
+        raise DataError(
+            f"no results.json in {run_dir}; give a run directory written by `lifelong run`"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON ({err}); was it written by `lifelong run`?") from None
+        raise DataError(
+            f"{path} is not valid JSON ({err}); was it written by `lifelong run`?"
+        ) from None
     try:
         return RunResults.from_dict(data)
     except (KeyError, TypeError) as err:

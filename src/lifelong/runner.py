@@ -23,8 +23,8 @@ from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.models import build_model, count_parameters
 from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
 from lifelong.results import StrategyResult, atomic_write_bytes
-from lifelong.streams.base import Stream
 from lifelong.strategies.base import Strategy, create_strategy
+from lifelong.streams.base import Stream
 from lifelong.train import TrainConfig, Trainer
 
 
@@ -36,7 +36,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -59,7 +63,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return dev
 
 
@@ -133,7 +139,9 @@ def learn_stream(
     net = strategy.prepare(net.to(dev), stream)
     result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
     reset_peak_memory(dev)
-    state = Checkpoint.load(checkpoint, dev) if checkpoint is not None and checkpoint.exists() else None
+    state = (
+        Checkpoint.load(checkpoint, dev) if checkpoint is not None and checkpoint.exists() else None
+    )
     if state is not None:
         net = state.model
         strategy.load_state_dict(state.strategy)
@@ -143,11 +151,16 @@ def learn_stream(
         result.accuracy_matrix, result.parameters = done.accuracy_matrix, done.parameters
         result.curves, result.extra = done.curves, done.extra
         trainer.step = state.trainer["step"]
-        trainer.train_seconds, trainer.eval_seconds = state.trainer["train_seconds"], state.trainer["eval_seconds"]
+        trainer.train_seconds, trainer.eval_seconds = (
+            state.trainer["train_seconds"],
+            state.trainer["eval_seconds"],
+        )
         trainer.curves.step, trainer.curves.task = result.curves["step"], result.curves["task"]
         trainer.curves.accuracy = result.curves["accuracy"]
         if state.optimizer is not None:
-            trainer._optimizer_for(strategy.parameters_to_train(net)).load_state_dict(state.optimizer)
+            trainer._optimizer_for(strategy.parameters_to_train(net)).load_state_dict(
+                state.optimizer
+            )
         set_rng_state(state.rng)
     else:
         result.accuracy_matrix = [trainer.evaluate()]

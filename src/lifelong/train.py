@@ -14,19 +14,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from lifelong.errors import ConfigError, TrainingDivergedError, UnknownNameError
 from lifelong.evaluate import evaluate_stream
-from lifelong.streams.base import Stream, Task
+from lifelong.optim import SGD, Adam
+from lifelong.optim import _Optimizer as Optimizer
 from lifelong.strategies.base import Strategy, TrainSet
+from lifelong.streams.base import Stream, Task
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda params, c: torch.optim.SGD(
-        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
-    ),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
+    "sgd": lambda params, c: SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adam": lambda params, c: Adam(params, lr=c.lr, weight_decay=c.weight_decay),
 }
 
 
@@ -117,11 +116,11 @@ class Trainer:
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
         self.curves = Curves()
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: Optimizer | None = None
         self._params: list[nn.Parameter] = []
 
     # ---- optimizer -----------------------------------------------------------------------------
-    def _optimizer_for(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    def _optimizer_for(self, params: list[nn.Parameter]) -> Optimizer:
         same = [id(p) for p in params] == [id(p) for p in self._params]
         if self.optimizer is None or self.config.reset_optimizer or not same:
             self.optimizer = OPTIMIZERS[self.config.optimizer](params, self.config)
@@ -132,7 +131,9 @@ class Trainer:
     def evaluate(self) -> list[float]:
         """Accuracy on every task now (time counted as evaluation)."""
         start = time.perf_counter()
-        accuracies = evaluate_stream(self.strategy, self.model, self.stream, self.config.eval_batch_size)
+        accuracies = evaluate_stream(
+            self.strategy, self.model, self.stream, self.config.eval_batch_size
+        )
         self.eval_seconds += time.perf_counter() - start
         return accuracies
 
@@ -181,5 +182,7 @@ class Trainer:
         start, eval_before = time.perf_counter(), self.eval_seconds
         self.strategy.before_task(task, self.model)
         self.fit(task)
-        self.strategy.after_task(task, self.model, lambda data=None, epochs=None: self.fit(task, data, epochs))
+        self.strategy.after_task(
+            task, self.model, lambda data=None, epochs=None: self.fit(task, data, epochs)
+        )
         self.train_seconds += time.perf_counter() - start - (self.eval_seconds - eval_before)

@@ -25,7 +25,7 @@ def load_digits_dataset() -> ImageDataset:
     images = bunch.images.astype(np.uint8)  # values 0..16, exactly representable
     labels = bunch.target.astype(np.int64)
     order = np.random.RandomState(SPLIT_SEED).permutation(len(labels))
-    n_test = int(round(TEST_FRACTION * len(labels)))
+    n_test = round(TEST_FRACTION * len(labels))
     test, train = order[:n_test], order[n_test:]
     return ImageDataset(
         name="digits",

@@ -216,7 +216,9 @@ class Strategy:
         out = {}
         for cli_name, p in self.hyperparameters().items():
             value = getattr(self, p.name)
-            out[cli_name] = value if isinstance(value, int | float | str | bool | None) else str(value)
+            out[cli_name] = (
+                value if isinstance(value, int | float | str | bool | None) else str(value)
+            )
         return out
 
 
@@ -255,7 +257,9 @@ def _coerce(value: str, annotation: Any, default: Any, where: str) -> Any:
         if kind is float or text == "float" or text.startswith("float"):
             return float(value)
     except ValueError:
-        raise ConfigError(f"{where}: cannot read {value!r} as {kind.__name__ if kind else text}") from None
+        raise ConfigError(
+            f"{where}: cannot read {value!r} as {kind.__name__ if kind else text}"
+        ) from None
     return value
 
 

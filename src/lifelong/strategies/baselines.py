@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lifelong.streams.base import Stream, Task
 from lifelong.strategies.base import FitFn, Strategy, TrainSet, register
+from lifelong.streams.base import Stream, Task
 
 
 @register

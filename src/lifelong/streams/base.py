@@ -40,6 +40,10 @@ class TaskData:
         scale: multiplier turning ``uint8`` storage into floats (``1 / max_value``); ``None``
             leaves the dtype as stored.
         shape: per-sample shape of the inputs handed to the model (``None``: as stored).
+        feature_major: ``x`` is stored transposed, ``[features, samples]``. A feature
+            permutation then gathers whole contiguous rows and the inputs come out as a
+            transposed view that matrix products read without a copy: evaluation of a permuted
+            task costs no more than evaluation of the unpermuted data.
     """
 
     x: Tensor
@@ -48,9 +52,11 @@ class TaskData:
     features: Tensor | None = None
     scale: float | None = None
     shape: tuple[int, ...] | None = None
+    feature_major: bool = False
 
     def __post_init__(self) -> None:
-        n = len(self.rows) if self.rows is not None else len(self.x)
+        stored = self.x.shape[1] if self.feature_major else len(self.x)
+        n = len(self.rows) if self.rows is not None else stored
         if len(self.y) != n:
             raise ValueError(f"TaskData has {n} inputs but {len(self.y)} labels")
 
@@ -62,15 +68,33 @@ class TaskData:
         rows = self.rows
         if idx is not None:
             rows = idx if rows is None else rows[idx]
-        out = self.x if rows is None else self.x[rows]
-        if self.features is not None:
-            # Gather rows first (still uint8), then permute features: one small copy each.
-            out = out.reshape(len(out), -1)[:, self.features]
+        if self.feature_major:
+            out = self._gather_feature_major(rows)
+        else:
+            out = self.x if rows is None else self.x[rows]
+            if self.features is not None:
+                # Gather rows first (still uint8), then permute features: one small copy each.
+                out = out.reshape(len(out), -1)[:, self.features]
         if self.scale is not None:
-            out = out.to(torch.float32).mul_(self.scale)
+            out = out.to(torch.float32).mul_(self.scale)  # keeps a transposed layout as it is
         if self.shape is not None:
-            out = out.reshape(len(out), *self.shape)
+            out = out.view(len(out), *self.shape)  # splitting one dimension: a view, no copy
         return out
+
+    def _gather_feature_major(self, rows: Tensor | slice | None) -> Tensor:
+        """``[samples, features]`` as a transposed view of a ``[features, samples]`` gather."""
+        x = self.x
+        if rows is None or isinstance(rows, slice):
+            x = x if rows is None else x[:, rows]
+            out = x if self.features is None else x[self.features]
+        else:
+            feats = (
+                self.features
+                if self.features is not None
+                else torch.arange(len(x), device=x.device)
+            )
+            out = x[feats.unsqueeze(1), rows.unsqueeze(0)]
+        return out.T
 
     def labels(self, idx: Tensor | slice | None = None) -> Tensor:
         return self.y if idx is None else self.y[idx]

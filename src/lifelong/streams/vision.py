@@ -70,6 +70,7 @@ def permuted(spec: StreamSpec) -> Stream:
     _check_tasks(n_tasks)
     gen = _generator(spec.seed)
     x_train, x_test = _flat_source(ds)
+    x_test_t = x_test.T.contiguous()  # feature-major: fast permuted evaluation (TaskData docs)
     n_features = x_train.shape[1]
     all_train, all_test = torch.arange(len(x_train)), torch.arange(len(x_test))
     tasks, n_out = [], ds.n_classes
@@ -86,7 +87,13 @@ def permuted(spec: StreamSpec) -> Stream:
                 id=t,
                 name=f"permutation {t + 1}",
                 train=TaskData(x_train, ds.y_train[train_rows] + offset, train_rows, **common),
-                test=TaskData(x_test, ds.y_test[test_rows] + offset, test_rows, **common),
+                test=TaskData(
+                    x_test_t,
+                    ds.y_test[test_rows] + offset,
+                    None if len(test_rows) == len(x_test) else test_rows,
+                    feature_major=True,
+                    **common,
+                ),
                 classes=tuple(range(ds.n_classes)),
                 columns=columns,
             )
@@ -128,7 +135,9 @@ def rotated(spec: StreamSpec) -> Stream:
         angles = [180.0 * t / n_tasks for t in range(n_tasks)]
     angles = [float(a) for a in (angles if isinstance(angles, list | tuple) else [angles])]
     if len(angles) != n_tasks:
-        raise ConfigError(f"rotated: {len(angles)} angles given for {n_tasks} tasks; give one per task")
+        raise ConfigError(
+            f"rotated: {len(angles)} angles given for {n_tasks} tasks; give one per task"
+        )
     gen = _generator(spec.seed)
     all_train, all_test = torch.arange(len(ds.x_train)), torch.arange(len(ds.x_test))
     tasks, n_out = [], ds.n_classes
@@ -192,7 +201,9 @@ def split(spec: StreamSpec) -> Stream:
             order = torch.randperm(ds.n_classes, generator=gen).tolist()
     order = [int(c) for c in order]
     if sorted(set(order)) != sorted(order) or not set(order) <= set(range(ds.n_classes)):
-        raise ConfigError(f"split: class_order must list distinct classes from 0..{ds.n_classes - 1}")
+        raise ConfigError(
+            f"split: class_order must list distinct classes from 0..{ds.n_classes - 1}"
+        )
     position = torch.full((ds.n_classes,), -1, dtype=torch.long)
     position[torch.tensor(order)] = torch.arange(len(order))
     x_train, x_test = _flat_source(ds)
@@ -227,7 +238,9 @@ def split(spec: StreamSpec) -> Stream:
     return Stream("split", spec.data, spec.scenario, tasks, shape, n_out)
 
 
-@register_stream("noisy", "noisy images first, then clean ones (the lecture's first example)", tasks=2)
+@register_stream(
+    "noisy", "noisy images first, then clean ones (the lecture's first example)", tasks=2
+)
 def noisy(spec: StreamSpec) -> Stream:
     """Same images under decreasing Gaussian pixel noise: task 1 noisy, the last task clean.
 
