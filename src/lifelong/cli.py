@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--data", default="digits")
     fig.add_argument("--data-dir")
     fig.add_argument("--seed", type=int, default=0)
+
+    from lifelong.sweep import add_sweep_parsers
+
+    add_sweep_parsers(sub)
     return parser
 
 
@@ -179,7 +183,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         config = load_run_config(run_dir)
     else:
-        raw: dict[str, Any] = load_config_file(args.config) if args.config else {}
+        file = load_config_file(args.config) if args.config else {}
+        # the file's keys in the flags' spelling, so that a flag given overrides them
+        raw: dict[str, Any] = {k.replace("-", "_"): v for k, v in file.items()}
+        if "strategy" in raw:
+            raw["strategies"] = raw.pop("strategy")
         raw.update({k: getattr(args, k) for k in RUN_FLAGS if hasattr(args, k)})
         config = RunConfig.from_dict(raw)
         run_dir = Path(args.out) if args.out else new_run_dir()
@@ -295,7 +303,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except LifelongError as err:
         print(f"lifelong: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)

@@ -42,7 +42,9 @@ def _idx(name: str) -> Callable[[Path | None], ImageDataset]:
 IMAGE_SOURCES: dict[str, ImageSource] = {
     s.name: s
     for s in (
-        ImageSource("digits", "scikit-learn handwritten digits, 8x8, 1797 images (embedded)", _digits),
+        ImageSource(
+            "digits", "scikit-learn handwritten digits, 8x8, 1797 images (embedded)", _digits
+        ),
         ImageSource("mnist", "MNIST handwritten digits, 28x28, 60k/10k (IDX files)", _idx("mnist")),
         ImageSource(
             "fashion-mnist",
