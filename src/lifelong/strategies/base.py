@@ -241,25 +241,31 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def _coerce(value: str, annotation: Any, default: Any, where: str) -> Any:
-    """Turn a command-line string into the type of a hyperparameter."""
-    kind = type(default) if default not in (None, inspect.Parameter.empty) else None
-    text = str(annotation)
+    """Turn a command-line string into the declared type of a hyperparameter.
+
+    The type comes from the annotation (``int``, ``float | None``, ``bool``, ...) or, when there
+    is none, from the default's type; ``none``/``null`` give ``None`` where ``None`` is allowed.
+    """
+    text = str(annotation) if annotation is not inspect.Parameter.empty else ""
+    if not text and default not in (None, inspect.Parameter.empty):
+        text = type(default).__name__
+    kinds = [k.strip() for k in text.split("|")]
+    if value.strip().lower() in ("none", "null") and ("None" in kinds or default is None):
+        return None
     try:
-        if kind is bool or text == "bool":
-            low = value.lower()
+        if "bool" in kinds:
+            low = value.strip().lower()
             if low in ("1", "true", "yes", "on"):
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if kind is int or text == "int":
+        if "int" in kinds:
             return int(value)
-        if kind is float or text == "float" or text.startswith("float"):
+        if "float" in kinds:
             return float(value)
     except ValueError:
-        raise ConfigError(
-            f"{where}: cannot read {value!r} as {kind.__name__ if kind else text}"
-        ) from None
+        raise ConfigError(f"{where}: cannot read {value!r} as {text}") from None
     return value
 
 
