@@ -237,26 +237,42 @@ class RunConfig:
         if "strategies" in d:
             items = d["strategies"]
             items = [items] if isinstance(items, str | dict) else items
+            if not isinstance(items, list | tuple) or not all(
+                isinstance(s, str | dict | StrategySpec) for s in items
+            ):
+                raise ConfigError(
+                    f"strategy must be NAME, NAME:key=value or a table with a name, got {items!r}"
+                )
             d["strategies"] = tuple(
                 s if isinstance(s, StrategySpec) else StrategySpec.parse(s) for s in items
             )
+        if not isinstance(d.get("stream_options", {}), dict):
+            raise ConfigError(f"stream_options must be a table, got {d['stream_options']!r}")
         if isinstance(d.get("stream"), str) and ":" in d["stream"]:
             name, options = parse_named(d["stream"], "stream")
             d["stream"], d["stream_options"] = name, {**options, **d.get("stream_options", {})}
+        if d.get("data_dir"):  # absolute, so that --resume works from any directory
+            d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
         d["hidden"] = _tuple_of_ints(d.get("hidden"), "--hidden")
         for key in ("tasks", "train_samples", "test_samples", "epochs", "batch_size", "seed",
                     "eval_every", "eval_batch_size"):  # fmt: skip
-            if d.get(key) is not None:
+            value = d.get(key)
+            if value is not None:
                 try:
-                    d[key] = int(d[key])
+                    if isinstance(value, bool) or (isinstance(value, float) and value % 1):
+                        raise ValueError
+                    d[key] = int(value)
                 except (TypeError, ValueError):
-                    raise ConfigError(f"{key} must be a whole number, got {d[key]!r}") from None
+                    raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
         for key in ("lr", "momentum", "weight_decay"):
-            if d.get(key) is not None:
+            value = d.get(key)
+            if value is not None:
                 try:
-                    d[key] = float(d[key])
+                    if isinstance(value, bool):
+                        raise ValueError
+                    d[key] = float(value)
                 except (TypeError, ValueError):
-                    raise ConfigError(f"{key} must be a number, got {d[key]!r}") from None
+                    raise ConfigError(f"{key} must be a number, got {value!r}") from None
         return cls(**d)
 
 

@@ -48,7 +48,7 @@ __all__ = [
 
 def _results_path(run_dir: str | os.PathLike[str]) -> Path:
     path = Path(run_dir)
-    return path if path.name == RESULTS_FILE and path.is_file() else path / RESULTS_FILE
+    return path if path.name == RESULTS_FILE and not path.is_dir() else path / RESULTS_FILE
 
 
 def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

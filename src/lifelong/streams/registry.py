@@ -45,6 +45,7 @@ class StreamEntry:
     tasks: int
     scenario: str
     data: tuple[str, ...]
+    options: tuple[str, ...] | None  # accepted option names (None: the generator checks)
 
 
 STREAMS: dict[str, StreamEntry] = {}
@@ -58,11 +59,12 @@ def register_stream(
     tasks: int,
     scenario: str = "domain",
     data: tuple[str, ...] = IMAGE_DATA,
+    options: tuple[str, ...] | None = None,
 ) -> Callable[[Callable[[StreamSpec], Stream]], Callable[[StreamSpec], Stream]]:
-    """Register a generator under ``name`` with its default task count, scenario and data sets."""
+    """Register a generator under ``name`` with its defaults, data sets and option names."""
 
     def decorate(fn: Callable[[StreamSpec], Stream]) -> Callable[[StreamSpec], Stream]:
-        STREAMS[name] = StreamEntry(name, description, fn, tasks, scenario, data)
+        STREAMS[name] = StreamEntry(name, description, fn, tasks, scenario, data, options)
         return fn
 
     return decorate
@@ -98,6 +100,13 @@ def build_stream(
     for what, n in (("--train-samples", train_samples), ("--test-samples", test_samples)):
         if n is not None and n <= 0:
             raise ConfigError(f"{what} must be a positive number of samples per task, got {n}")
+    if entry.options is not None:
+        unknown = sorted(set(options) - set(entry.options))
+        if unknown:
+            accepted = ", ".join(entry.options) or "none"
+            raise ConfigError(
+                f"stream {name!r} has no option {', '.join(unknown)}; its options: {accepted}"
+            )
     if tasks is not None and tasks < 1:
         raise ConfigError(f"--tasks must be at least 1, got {tasks}")
     spec = StreamSpec(

@@ -56,7 +56,12 @@ def _flat_source(ds: ImageDataset) -> tuple[Tensor, Tensor]:
     return ds.x_train.reshape(len(ds.x_train), -1), ds.x_test.reshape(len(ds.x_test), -1)
 
 
-@register_stream("permuted", "each task applies its own fixed random pixel permutation", tasks=5)
+@register_stream(
+    "permuted",
+    "each task applies its own fixed random pixel permutation",
+    tasks=5,
+    options=("identity_first",),
+)
 def permuted(spec: StreamSpec) -> Stream:
     """Permuted images (Goodfellow et al. 2013; Kirkpatrick et al. 2017; GEM 2017).
 
@@ -111,15 +116,18 @@ def rotate_images(images: Tensor, degrees: float) -> Tensor:
         return images.clone()
     theta = math.radians(degrees)
     cos, sin = math.cos(theta), math.sin(theta)
-    # affine_grid maps output coordinates to input coordinates: use the inverse rotation.
-    matrix = torch.tensor([[cos, sin, 0.0], [-sin, cos, 0.0]], dtype=torch.float32)
+    # affine_grid maps each output pixel to the input point it samples (x right, y down): for a
+    # counter-clockwise turn on screen that is the rotation by +theta in these coordinates.
+    matrix = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=torch.float32)
     x = images.unsqueeze(1).to(torch.float32)
     grid = F.affine_grid(matrix.expand(len(x), 2, 3), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.squeeze(1).round_().clamp_(0, 255).to(torch.uint8)
 
 
-@register_stream("rotated", "each task rotates the images by its own angle", tasks=5)
+@register_stream(
+    "rotated", "each task rotates the images by its own angle", tasks=5, options=("angles",)
+)
 def rotated(spec: StreamSpec) -> Stream:
     """Rotated images (Lopez-Paz & Ranzato 2017, GEM, rotated MNIST).
 
@@ -170,7 +178,13 @@ def rotated(spec: StreamSpec) -> Stream:
     return Stream("rotated", spec.data, spec.scenario, tasks, shape, n_out)
 
 
-@register_stream("split", "classes split into groups, one group per task", tasks=5)
+@register_stream(
+    "split",
+    "classes split into groups, one group per task",
+    tasks=5,
+    scenario="class",
+    options=("classes_per_task", "class_order", "shuffle_classes"),
+)
 def split(spec: StreamSpec) -> Stream:
     """Split images (Zenke et al. 2017 split MNIST; van de Ven & Tolias 2019 three scenarios).
 
@@ -187,11 +201,13 @@ def split(spec: StreamSpec) -> Stream:
     ds = load_image_dataset(spec.data, spec.data_dir)
     n_tasks = spec.tasks
     _check_tasks(n_tasks)
-    k = int(spec.options.get("classes_per_task", ds.n_classes // n_tasks))
-    if k < 1 or k * n_tasks > ds.n_classes:
+    k = int(spec.options.get("classes_per_task", max(ds.n_classes // n_tasks, 1)))
+    if k < 1:
+        raise ConfigError(f"split: classes_per_task must be at least 1, got {k}")
+    if k * n_tasks > ds.n_classes:
         raise ConfigError(
-            f"split: {n_tasks} tasks of {max(k, 1)} classes need {n_tasks * max(k, 1)} classes but "
-            f"{spec.data} has {ds.n_classes}; use at most {ds.n_classes // max(k, 1)} tasks"
+            f"split: {n_tasks} tasks of {k} classes need {n_tasks * k} classes but "
+            f"{spec.data} has {ds.n_classes}; use at most {ds.n_classes // k} tasks"
         )
     gen = _generator(spec.seed)
     order = spec.options.get("class_order")
@@ -239,7 +255,10 @@ def split(spec: StreamSpec) -> Stream:
 
 
 @register_stream(
-    "noisy", "noisy images first, then clean ones (the lecture's first example)", tasks=2
+    "noisy",
+    "noisy images first, then clean ones (the lecture's first example)",
+    tasks=2,
+    options=("noise",),
 )
 def noisy(spec: StreamSpec) -> Stream:
     """Same images under decreasing Gaussian pixel noise: task 1 noisy, the last task clean.
@@ -266,32 +285,28 @@ def noisy(spec: StreamSpec) -> Stream:
     shape = (1, *ds.image_shape)
     tasks, n_out = [], ds.n_classes
 
-    def add_noise(images: Tensor, std: float) -> Tensor:
+    def add_noise(images: Tensor, std: float) -> tuple[Tensor, float]:
+        """Noisy images stored as uint8 at 1/255 steps; a clean task keeps the source pixels."""
+        if std == 0:
+            return images, 1.0 / ds.max_value
         x = images.to(torch.float32) / ds.max_value
-        if std > 0:
-            x = x + std * torch.randn(x.shape, generator=gen)
-        return (x.clamp_(0, 1) * 255).round_().to(torch.uint8)
+        x = x + std * torch.randn(x.shape, generator=gen)
+        return (x.clamp_(0, 1) * 255).round_().to(torch.uint8), 1 / 255
 
     for t, std in enumerate(noise):
         train_rows = _sample_rows(all_train, spec.train_samples, "train", gen)
         test_rows = _sample_rows(all_test, spec.test_samples, "test", gen)
         offset, columns, n_out = _same_classes_columns(spec.scenario, ds.n_classes, t, n_tasks)
+        x_train, s_train = add_noise(ds.x_train[train_rows], std)
+        x_test, s_test = add_noise(ds.x_test[test_rows], std)
         tasks.append(
             Task(
                 id=t,
                 name=f"noise σ={std:g}",
                 train=TaskData(
-                    add_noise(ds.x_train[train_rows], std),
-                    ds.y_train[train_rows] + offset,
-                    scale=1 / 255,
-                    shape=shape,
+                    x_train, ds.y_train[train_rows] + offset, scale=s_train, shape=shape
                 ),
-                test=TaskData(
-                    add_noise(ds.x_test[test_rows], std),
-                    ds.y_test[test_rows] + offset,
-                    scale=1 / 255,
-                    shape=shape,
-                ),
+                test=TaskData(x_test, ds.y_test[test_rows] + offset, scale=s_test, shape=shape),
                 classes=tuple(range(ds.n_classes)),
                 columns=columns,
             )
