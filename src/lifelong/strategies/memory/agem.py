@@ -1,0 +1,115 @@
+"""Averaged GEM (Chaudhry, Ranzato, Rohrbach & Elhoseiny 2019, "Efficient Lifelong Learning with
+A-GEM", ICLR).
+
+A-GEM replaces GEM's one constraint per past task by one constraint on the *average* memory loss:
+``<g~, g_ref> >= 0``, where ``g_ref`` is the gradient of the loss on a random sample of the
+union of all past tasks' episodic memories. The projection then has a closed form (paper Sec. 4):
+
+    g~ = g                                          if g^T g_ref >= 0
+    g~ = g - (g^T g_ref / g_ref^T g_ref) g_ref      otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import Batch, FitFn, Strategy, masked_logits, register
+from lifelong.strategies.memory.buffer import EpisodicMemory
+from lifelong.strategies.memory.gem import flat_grad, trainable, write_flat_grad
+from lifelong.streams.base import Task
+
+
+def agem_project(g: Tensor, g_ref: Tensor) -> tuple[Tensor, bool]:
+    """``(g~, projected)``: A-GEM's closed-form projection of ``g`` against ``g_ref``."""
+    dot = torch.dot(g, g_ref)
+    if dot >= 0:
+        return g, False
+    return g - (dot / torch.dot(g_ref, g_ref).clamp(min=torch.finfo(g.dtype).tiny)) * g_ref, True
+
+
+@register
+class AGEM(Strategy):
+    """A-GEM (Chaudhry et al. 2019).
+
+    Each step after the first task: draw ``sample_size`` samples uniformly from the memories of
+    all past tasks, compute their gradient ``g_ref`` (one forward/backward pass; in the task
+    scenario each sample's loss uses its own task's columns) and project the batch gradient when
+    ``g^T g_ref < 0``.
+
+    Args:
+        memory_per_task: episodic memory size per task (256, GEM's MNIST setting, so that GEM
+            and A-GEM are compared with equal memory).
+        sample_size: samples drawn from the memory per step to estimate ``g_ref`` (paper: 256).
+
+    Memory: at the end of each task ``memory_per_task`` of its training samples, chosen
+    uniformly at random (``gem`` keeps each task's most recent samples instead).
+    """
+
+    name = "agem"
+    description = "averaged GEM: project the gradient against a sampled memory gradient"
+    family = "memory"
+
+    def __init__(self, memory_per_task: int = 256, sample_size: int = 256) -> None:
+        if memory_per_task < 1:
+            raise ConfigError(f"agem: memory_per_task must be at least 1, got {memory_per_task}")
+        if sample_size < 1:
+            raise ConfigError(f"agem: sample_size must be at least 1, got {sample_size}")
+        self.memory_per_task = memory_per_task
+        self.sample_size = sample_size
+        self.memory = EpisodicMemory(memory_per_task)
+        self.steps = 0
+        self.projections = 0
+
+    def after_backward(self, model: nn.Module, batch: Batch, task: Task) -> None:
+        rows = self.memory.rows_except(task.id)
+        if not rows:
+            return
+        x, y, task_ids = self.memory.flat(rows)
+        if len(y) > self.sample_size:
+            pick = torch.randperm(len(y), device=y.device)[: self.sample_size]
+            x, y, task_ids = x[pick], y[pick], task_ids[pick]
+        ref = Batch(
+            x,
+            y,
+            task_ids,
+            self.stream.column_mask(task_ids) if self.stream.scenario == "task" else None,
+        )
+        params = trainable(model)
+        logits = masked_logits(self.forward(model, ref.x, ref.task_ids), ref.mask)
+        loss = torch.nn.functional.cross_entropy(logits, ref.y)
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        g_ref = torch.cat(
+            [
+                (gr if gr is not None else torch.zeros_like(p)).reshape(-1)
+                for gr, p in zip(grads, params.values(), strict=True)
+            ]
+        )
+        projected, changed = agem_project(flat_grad(params), g_ref)
+        if changed:
+            write_flat_grad(params, projected)
+            self.projections += 1
+        self.steps += 1
+
+    def after_task(self, task: Task, model: nn.Module, fit: FitFn) -> None:
+        n = len(task.train)
+        pick = torch.randperm(n, device=task.train.y.device)[: self.memory_per_task]
+        pick = pick.sort().values
+        self.memory.write_all(task.id, task.train.inputs(pick).clone(), task.train.y[pick].clone())
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "memory": {
+                "stores": "real training samples (inputs and labels), per task",
+                "samples": len(self.memory),
+                "per_task": self.memory_per_task,
+                "tasks": len(self.memory.task_ids),
+                "bytes": self.memory.nbytes(),
+            },
+            "sample_size": self.sample_size,
+            "projected_steps": self.projections,
+            "constrained_steps": self.steps,
+        }
