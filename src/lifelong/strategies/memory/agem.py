@@ -102,13 +102,7 @@ class AGEM(Strategy):
 
     def info(self) -> dict[str, Any]:
         return {
-            "memory": {
-                "stores": "real training samples (inputs and labels), per task",
-                "samples": len(self.memory),
-                "per_task": self.memory_per_task,
-                "tasks": len(self.memory.task_ids),
-                "bytes": self.memory.nbytes(),
-            },
+            "memory": self.memory.describe(),
             "sample_size": self.sample_size,
             "projected_steps": self.projections,
             "constrained_steps": self.steps,

@@ -16,6 +16,8 @@ which restores that RNG) is reproducible.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -255,6 +257,16 @@ class EpisodicMemory:
             ys.append(self.y[r, :n])
             ts.append(torch.full((n,), self.task_ids[r], dtype=torch.long, device=self.y.device))
         return torch.cat(xs), torch.cat(ys), torch.cat(ts)
+
+    def describe(self) -> dict[str, Any]:
+        """What the memory holds, for results.json (fair comparisons of memory budgets)."""
+        return {
+            "stores": "real training samples (inputs and labels), per task",
+            "samples": len(self),
+            "per_task": self.per_task,
+            "tasks": len(self.task_ids),
+            "bytes": self.nbytes(),
+        }
 
     def nbytes(self) -> int:
         """Bytes held by the stored tensors."""

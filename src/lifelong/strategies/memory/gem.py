@@ -230,13 +230,7 @@ class GEM(Strategy):
             for k in ("memory_gradients", "qp")
         }
         return {
-            "memory": {
-                "stores": "real training samples (inputs and labels), per task",
-                "samples": len(self.memory),
-                "per_task": self.memory_per_task,
-                "tasks": len(self.memory.task_ids),
-                "bytes": self.memory.nbytes(),
-            },
+            "memory": self.memory.describe(),
             "steps": self.steps,
             "constrained_steps": self.constrained_steps,
             "qp_solves": self.qp_solves,
