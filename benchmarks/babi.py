@@ -1,0 +1,200 @@
+"""The 20 bAbI QA tasks one after another: finetune vs joint (memnet, lm) and LAMOL (lm).
+
+Runs ``lifelong.experiment.run_experiment`` (what ``lifelong run`` does) for two groups and
+prints the Markdown tables of ``benchmarks/RESULTS_babi.md``:
+
+* ``memnet``: the end-to-end memory network (the default text model) with finetune and joint;
+  its joint accuracy per task is compared with MemN2N's published 1k results.
+* ``lm``: the GRU language model with finetune, joint and lamol; its joint accuracy per task is
+  compared with the LSTM baseline of Weston et al. (2015).
+
+Each group writes ``OUT/<group>_seed<k>/`` (results.json, metrics.csv, report.html with the
+accuracy-matrix heatmaps); ``--resume`` continues interrupted runs, ``--tables`` only prints the
+tables of finished runs. Usage::
+
+    .venv/bin/python benchmarks/babi.py                      # both groups, seed 0
+    .venv/bin/python benchmarks/babi.py --groups memnet --threads 2
+    .venv/bin/python benchmarks/babi.py --tables             # tables from existing results
+
+Data: ``$LIFELONG_DATA`` or ``$LIFELONG_SHARED_DATA`` (``babi/en`` inside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT_DIR, data_dir, machine
+from lifelong.config import RunConfig
+from lifelong.experiment import run_experiment
+from lifelong.report import build_report
+from lifelong.results import load_results
+
+GROUPS: dict[str, dict[str, Any]] = {
+    # MemN2N: 3 hops, d = 50 (the paper's joint setting), PE, TE, RN, 50 most recent statements.
+    # The paper trains with SGD (lr 0.01 halved every 25 epochs, 100 epochs, gradient clipping,
+    # linear start); here Adam at a constant 0.01, batch 32, 20 epochs per task.
+    "memnet": {
+        "model": "memnet",
+        "stream_options": {},
+        "epochs": 20,
+        "lr": 0.01,
+        # joint:epochs=60 also trains the multitask model as long as the paper's joint runs.
+        "strategies": ("finetune", "joint", "joint:epochs=60"),
+    },
+    # GRU language model (width 128, causal attention read-out). Stories keep their 20 most
+    # recent statements to bound the sequence length on CPU; 10 epochs per task, Adam 0.01.
+    # lamol at the paper's defaults (lambda 0.25, gamma 0.2, top-k 20).
+    "lm": {
+        "model": "lm",
+        "stream_options": {"max_sentences": 20},
+        "epochs": 10,
+        "lr": 0.01,
+        "strategies": ("finetune", "joint", "lamol"),
+    },
+}
+BATCH_SIZE = 32
+
+# Published test errors (%) on the 1k bAbI tasks, from Sukhbaatar et al. (2015), Table 1:
+# "PE LS RN" trained jointly on the 20 tasks (3 hops), and the LSTM baseline of Weston et al.
+# (2015) reported there. Accuracy = 100 - error.
+MEMN2N_JOINT_ERROR = [0.0, 11.4, 21.9, 13.4, 14.4, 2.8, 18.3, 9.3, 1.9, 6.5,
+                      0.3, 0.1, 0.2, 6.9, 0.0, 2.7, 40.4, 9.4, 88.0, 0.0]  # fmt: skip
+LSTM_ERROR = [50.0, 80.0, 80.0, 39.0, 30.0, 52.0, 51.0, 55.0, 36.0, 56.0,
+              38.0, 26.0, 6.0, 73.0, 79.0, 77.0, 49.0, 48.0, 92.0, 9.0]  # fmt: skip
+PUBLISHED = {
+    "memnet": ("MemN2N PE LS RN joint (paper)", MEMN2N_JOINT_ERROR),
+    "lm": ("LSTM (Weston et al. 2015)", LSTM_ERROR),
+}
+
+
+def config_for(group: str, seed: int, overrides: dict[str, Any]) -> RunConfig:
+    g = GROUPS[group]
+    return RunConfig.from_dict(
+        {
+            "data": "babi",
+            "data_dir": str(data_dir()),
+            "stream": "babi",
+            "stream_options": dict(g["stream_options"]),
+            "tasks": overrides.get("tasks"),
+            "train_samples": overrides.get("train_samples"),
+            "test_samples": overrides.get("test_samples"),
+            "model": g["model"],
+            "epochs": overrides.get("epochs") or g["epochs"],
+            "batch_size": BATCH_SIZE,
+            "optimizer": "adam",
+            "lr": g["lr"],
+            "seed": seed,
+            "strategies": list(g["strategies"]),
+        }
+    )
+
+
+def run_group(group: str, seed: int, overrides: dict[str, Any], out: Path, resume: bool) -> Path:
+    run_dir = out / f"{group}_seed{seed}"
+    config = config_for(group, seed, overrides)
+    start = time.perf_counter()
+    results = run_experiment(config, run_dir, resume=resume)
+    build_report(run_dir)
+    print(f"{group} seed {seed}: {time.perf_counter() - start:.0f} s wall -> {run_dir}", flush=True)
+    for label, r in results.strategies.items():
+        m = r.metrics()
+        print(f"  {label:10s} ACC {m['acc']:.3f}  BWT {m['bwt']:+.3f}  "
+              f"train {r.train_seconds:.0f} s  eval {r.eval_seconds:.0f} s")  # fmt: skip
+    return run_dir
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def tables(run_dir: Path, group: str) -> str:
+    """Markdown: summary per strategy, final accuracy per task, joint vs published."""
+    results = load_results(run_dir)
+    names = [t["name"] for t in results.stream["tasks"]]
+    lines = [f"#### {group} (`{run_dir.name}`)", ""]
+    lines += ["| strategy | ACC % | BWT % | FWT % | forgetting % | LA % | train s | eval s |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, r in results.strategies.items():
+        m = r.metrics()
+        lines.append(
+            f"| {label} | {_pct(m['acc'])} | {_pct(m['bwt'])} | {_pct(m['fwt'])} | "
+            f"{_pct(m['forgetting'])} | {_pct(m['learning_accuracy'])} | "
+            f"{r.train_seconds:.0f} | {r.eval_seconds:.0f} |"
+        )
+        if r.extra.get("well_formed_share") is not None:
+            e = r.extra
+            lines.append(
+                f"| ↳ {label} pseudo-samples | drawn {e['pseudo_generated']}, well-formed "
+                f"{_pct(e['well_formed_share'])} %, answered as the model answers "
+                f"{_pct(e['consistent_share'])} %, real old examples stored "
+                f"{e['stored_real_examples']} | | | | | | |"
+            )
+    lines.append("")
+    sequential = [lab for lab, r in results.strategies.items() if r.strategy != "joint"]
+    joint = [lab for lab, r in results.strategies.items() if r.strategy == "joint"]
+    published_name, published_error = PUBLISHED[group]
+    columns = [f"{lab} just learned | {lab} at the end" for lab in sequential] + joint
+    header = f"| task | {' | '.join(columns)} | {published_name} |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    task_numbers = [int(n.split()[0][2:]) for n in names]
+    matrices = {lab: r.accuracy_matrix for lab, r in results.strategies.items()}
+    for j, name in enumerate(names):
+        cells = [
+            f"{_pct(matrices[lab][j + 1][j])} | {_pct(matrices[lab][-1][j])}" for lab in sequential
+        ]
+        cells += [_pct(matrices[lab][-1][j]) for lab in joint]
+        published = 100 - published_error[task_numbers[j] - 1]
+        lines.append(f"| {name} | {' | '.join(cells)} | {published:.1f} |")
+    t = len(names)
+    cells = []
+    for lab in sequential:
+        r = matrices[lab]
+        cells.append(f"{_pct(sum(r[j + 1][j] for j in range(t)) / t)} | {_pct(sum(r[-1]) / t)}")
+    cells += [_pct(sum(matrices[lab][-1]) / t) for lab in joint]
+    published = sum(100 - published_error[n - 1] for n in task_numbers) / t
+    lines.append(f"| **mean** | {' | '.join(cells)} | {published:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--tasks", type=int, default=None, help="first N tasks (default 20)")
+    parser.add_argument("--train-samples", type=int, default=None, help="per task (smoke runs)")
+    parser.add_argument("--test-samples", type=int, default=None, help="per task (smoke runs)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the group's epochs")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--out", type=Path, default=OUT_DIR / "babi")
+    parser.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    parser.add_argument("--tables", action="store_true", help="only print tables of finished runs")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}", flush=True)
+    for group in args.groups:
+        for seed in args.seeds:
+            run_dir = args.out / f"{group}_seed{seed}"
+            if not args.tables:
+                overrides = {
+                    "tasks": args.tasks,
+                    "train_samples": args.train_samples,
+                    "test_samples": args.test_samples,
+                    "epochs": args.epochs,
+                }
+                run_group(group, seed, overrides, args.out, args.resume)
+            if (run_dir / "results.json").exists():
+                print(tables(run_dir, group))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""LAMOL: language modelling for lifelong language learning (Sun, Ho & Lee, ICLR 2020)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import Batch, Strategy, TrainSet, register
+from lifelong.streams.base import Stream, Task, TaskData
+from lifelong.text_models import GRULanguageModel
+
+
+@register
+class Lamol(Strategy):
+    """LAMOL (Sun, Ho & Lee 2020, "LAMOL: LAnguage MOdeling for Lifelong Language Learning").
+
+    The QA model is a language model (``--model lm``). Section 3 of the paper:
+
+    * Training objective: ``L = L_QA + lambda * L_LM``. ``L_QA`` is the cross-entropy of
+      generating ``answer EOS`` after ``context question ANS``; ``L_LM`` the cross-entropy of
+      generating the whole example ``context question ANS answer EOS`` after a start token. Both
+      are over the whole token set, as in the paper (not only over the answer columns).
+    * Before training on task ``t > 1`` the model samples ``gamma * |D_t|`` pseudo examples of
+      the earlier tasks (top-k sampling) and trains on them mixed with the real data of task
+      ``t``, with both losses. With task-specific start tokens (the LAMOL_TASK variant, used
+      here) each example starts with its task's token and the pseudo examples are split evenly
+      among the earlier tasks (as the authors' code does; at least one per task here). No real
+      example of an earlier task is kept: the pseudo examples are regenerated before every task
+      from the current model and replace the previous ones.
+
+    A pseudo example is kept only when it is well-formed (see
+    :meth:`lifelong.text_models.GRULanguageModel.decode`) and its answer is one of its task's
+    answer words; the others are discarded and drawn again, at most ``attempts`` rounds. The
+    paper uses GPT-2 (117M) on decaNLP tasks; here the language model is the small GRU of
+    ``--model lm`` and the tasks are the bAbI tasks.
+
+    Args:
+        lambda_: weight of the LM loss (paper: 0.25).
+        gamma: pseudo examples generated per real example of the new task (paper: 0.05 and
+            0.2; 0.2 is the better setting and the default).
+        top_k: top-k sampling of the generation (paper: 20).
+        attempts: sampling rounds to fill the quota of well-formed pseudo examples (1 = keep
+            only the first draw, as the paper does).
+
+    ``info()`` reports how many pseudo examples were drawn, the share that was well-formed
+    (``well_formed_share``), the share of those whose sampled answer equals the model's own
+    answer (argmax of its QA scores on the sampled story and question) when they were generated
+    (``consistent_share``), the share of all draws that are both, and per generation round the
+    counts (``generation``).
+    """
+
+    name = "lamol"
+    description = "LM that replays pseudo-samples of old tasks it generates itself (no stored data)"
+    family = "text"
+    scenarios = ("task", "domain")
+
+    def __init__(
+        self, lambda_: float = 0.25, gamma: float = 0.2, top_k: int = 20, attempts: int = 3
+    ) -> None:
+        if lambda_ < 0 or not math.isfinite(lambda_):
+            raise ValueError(f"lambda must be >= 0, got {lambda_}")
+        if gamma < 0 or not math.isfinite(gamma):
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
+        self.lambda_, self.gamma, self.top_k, self.attempts = lambda_, gamma, top_k, attempts
+        self.pseudo: dict[int, TaskData] = {}
+        self.history: list[dict[str, int]] = []
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, stream: Stream) -> nn.Module:
+        if not isinstance(model, GRULanguageModel):
+            raise ConfigError(
+                "lamol needs a model that is a language model; use --model lm (on --stream babi)"
+            )
+        return super().prepare(model, stream)
+
+    def before_task(self, task: Task, model: nn.Module) -> None:
+        self.pseudo = {}
+        earlier = self.stream.tasks[: task.id]
+        if not earlier or self.gamma == 0:
+            return
+        total = math.ceil(self.gamma * len(task.train))
+        each = max(1, total // len(earlier))
+        was_training = model.training
+        model.eval()
+        try:
+            for old in earlier:
+                self.pseudo[old.id] = self._generate(model, old, each, task.id)
+        finally:
+            model.train(was_training)
+
+    def training_data(self, task: Task, seen: list[Task]) -> TrainSet | None:
+        parts = [(task.id, task.train)]
+        parts += [(tid, data) for tid, data in sorted(self.pseudo.items()) if len(data)]
+        return TrainSet(parts, self.stream)
+
+    def loss(self, model: nn.Module, batch: Batch, task: Task) -> Tensor:
+        answers = model.answer_ids[batch.y]
+        loss = model.qa_loss(batch.x, answers)
+        if self.lambda_ > 0:
+            loss = loss + self.lambda_ * model.lm_loss(batch.x, answers, batch.task_ids)
+        return loss
+
+    # ---- generation ----------------------------------------------------------------------------
+    def _generate(self, model: GRULanguageModel, old: Task, count: int, now: int) -> TaskData:
+        """``count`` well-formed pseudo examples of task ``old`` (fewer if ``attempts`` run out)."""
+        start, stop = old.columns
+        column_of = {int(w): start + i for i, w in enumerate(model.answer_ids[start:stop].tolist())}
+        device = model.answer_ids.device
+        xs: list[Tensor] = []
+        ys: list[int] = []
+        drawn = well_formed = consistent = 0
+        for _ in range(self.attempts):
+            missing = count - len(ys)
+            if missing <= 0:
+                break
+            task_ids = torch.full((missing,), old.id, device=device)
+            tokens = model.sample(task_ids, top_k=self.top_k)  # runs without autograd
+            x, answers, _ = model.decode(tokens.cpu())
+            drawn += missing
+            keep = [i for i, a in enumerate(answers.tolist()) if a in column_of]
+            if not keep:
+                continue
+            x = x[keep].to(device)
+            y = torch.tensor([column_of[a] for a in answers[keep].tolist()], device=device)
+            with torch.inference_mode():
+                own = model(x)[:, start:stop].argmax(1) + start
+            well_formed += len(keep)
+            consistent += int((own == y).sum())
+            xs.append(x.clone())
+            ys.extend(y.tolist())
+        self.history.append(
+            {
+                "before_task": now,
+                "task": old.id,
+                "generated": drawn,
+                "well_formed": well_formed,
+                "consistent": consistent,
+            }
+        )
+        if xs:
+            x_all = torch.cat(xs)
+        else:
+            grid = old.train.x.shape[1:]
+            x_all = torch.zeros(0, *grid, dtype=torch.long, device=device)
+        return TaskData(x_all, torch.tensor(ys, dtype=torch.long, device=device))
+
+    # ---- reporting -----------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        generated = sum(h["generated"] for h in self.history)
+        well_formed = sum(h["well_formed"] for h in self.history)
+        consistent = sum(h["consistent"] for h in self.history)
+        return {
+            "pseudo_generated": generated,
+            "pseudo_well_formed": well_formed,
+            "well_formed_share": well_formed / generated if generated else None,
+            "consistent_share": consistent / well_formed if well_formed else None,
+            "well_formed_and_consistent_share": consistent / generated if generated else None,
+            "pseudo_in_memory": sum(len(d) for d in self.pseudo.values()),
+            "stored_real_examples": 0,
+            "generation": list(self.history),
+        }
