@@ -70,7 +70,7 @@ class EWC(_FisherStrategy):
         lambda_: λ, the importance of old tasks relative to the new one. The paper tunes it per
             experiment and gives no value for this setting; default 1.0, the best of a grid on
             permuted MNIST in the GEM setting (SGD, lr 0.1; see
-            benchmarks/RESULTS_regularization.md). With plain SGD, λ · lr · max F must stay
+            benchmarks/RESULTS.md). With plain SGD, λ · lr · max F must stay
             well below 2 or the penalty's own step overshoots; the per-task Fisher sum grows with
             the number of tasks, so long streams need a smaller λ (λ = 10 diverged at task 14
             of 20 there).

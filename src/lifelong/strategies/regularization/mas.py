@@ -51,7 +51,7 @@ class MAS(AnchoredStrategy):
 
     Args:
         lambda_: λ. The paper tunes it per benchmark; default 0.03, the best of a grid on
-            permuted MNIST in the GEM setting (SGD, lr 0.1; benchmarks/RESULTS_regularization.md),
+            permuted MNIST in the GEM setting (SGD, lr 0.1; benchmarks/RESULTS.md),
             where λ = 1 makes the penalty's step overshoot and training collapse.
         samples: inputs Ω is averaged over, drawn at random; 0 (default) uses all of them.
     """

@@ -64,7 +64,7 @@ class RWalk(AnchoredStrategy):
 
     Args:
         lambda_: λ. Default 5.0, the best of a grid on permuted MNIST in the GEM setting
-            (SGD, lr 0.1; benchmarks/RESULTS_regularization.md); the importance is at most 2
+            (SGD, lr 0.1; benchmarks/RESULTS.md); the importance is at most 2
             after normalisation, so λ · lr must stay below about 1/2 with plain SGD.
         alpha: α, the weight of the newest mini-batch Fisher in the moving average (the
             authors use 0.9).

@@ -95,7 +95,7 @@ class SCP(AnchoredStrategy):
 
     Args:
         lambda_: λ. Default 30, the best of a grid on permuted MNIST in the GEM setting (SGD,
-            lr 0.1; benchmarks/RESULTS_regularization.md).
+            lr 0.1; benchmarks/RESULTS.md).
         slices: L, the number of random directions (the authors' code uses 50).
         alpha: α of the online combination over tasks (the authors' code uses 0.5).
         samples: training inputs the mean response is taken over, drawn at random; 0 (default)

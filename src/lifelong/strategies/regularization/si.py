@@ -39,7 +39,7 @@ class SI(AnchoredStrategy):
     Args:
         c: the strength c. Default 0.1, the value Zenke et al. use for permuted MNIST; it is
             also the best stable value of a grid in the GEM setting (c ≥ 0.3 diverged there,
-            benchmarks/RESULTS_regularization.md).
+            benchmarks/RESULTS.md).
         xi: the damping ξ that bounds Ω where a parameter barely moved. Default 0.1, the
             default of van de Ven et al.'s widely used re-implementation; Zenke et al. report
             1e-3 for split MNIST, trained with Adam. With plain SGD at a large learning rate
