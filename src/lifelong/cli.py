@@ -276,7 +276,16 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
     from lifelong.demo import run_demo
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The demo's models are tiny: one thread is as fast as two on an idle machine and
+        # immune to OpenMP spin-waiting when other programs share the cores.
+        torch.set_num_threads(1)
 
     run_dir = run_demo(Path(args.out), progress=_progress(args.quiet))
     print(f"report:  {run_dir / 'report.html'}")
