@@ -203,6 +203,16 @@ def test_lm_losses_and_sampling(small):
         fused = model._states(tokens, lengths)
         loop = model._states_unpacked(model.embedding(tokens), lengths)
     torch.testing.assert_close(fused, loop, rtol=1e-4, atol=1e-5)
+    # Training runs the GRU densely over the padding, inference over packed sequences: the
+    # states up to each row's length, and so the losses and scores, are the same.
+    dense = model._states(tokens, lengths)
+    assert dense.requires_grad
+    torch.testing.assert_close(dense.detach(), fused, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.qa_loss(x, answers), qa.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            model.lm_loss(x, answers, task_ids), lm.detach(), rtol=1e-5, atol=1e-6
+        )
     sampled = model.sample(torch.tensor([0, 1, 2, 2]), top_k=5)
     assert sampled.shape[0] == 4
     assert ((sampled == 0) | ((sampled >= 2) & (sampled < model.task0))).all()

@@ -202,8 +202,8 @@ def test_report_loads_no_external_resources(three_task_report: tuple[Path, str])
 def test_report_embeds_decodable_pngs(three_task_report: tuple[Path, str]) -> None:
     _, text = three_task_report
     images = _embedded_pngs(text)
-    # comparison, plasticity, parameters + (heatmap, curves) for each of the three strategies
-    assert len(images) == 9
+    # comparison, accuracy matrices, plasticity, parameters + (heatmap, curves) per strategy
+    assert len(images) == 10
     for data in images:
         assert data.startswith(PNG_SIGNATURE)
         pixels = matplotlib.image.imread(io.BytesIO(data), format="png")
@@ -412,7 +412,7 @@ def test_reports_can_be_built_from_threads(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         reports = list(pool.map(build_report, run_dirs))
     texts = [report.read_text(encoding="utf-8") for report in reports]
-    assert all(len(_embedded_pngs(text)) == 9 for text in texts)
+    assert all(len(_embedded_pngs(text)) == 10 for text in texts)
 
 
 def test_labels_with_dollar_signs_are_drawn_literally(tmp_path: Path) -> None:

@@ -133,3 +133,8 @@ def build_model(name: str, stream: Stream, hidden: Sequence[int] | None = None) 
 def count_parameters(module: nn.Module) -> int:
     """Number of scalar parameters of a module."""
     return sum(p.numel() for p in module.parameters())
+
+
+# The text models (``memnet``, ``lm``) register themselves on import; importing them here makes
+# ``build_model("memnet", ...)`` work without importing the strategies first.
+from lifelong import text_models  # noqa: E402, F401

@@ -283,10 +283,6 @@ class GRULanguageModel(nn.Module):
         dim: embedding, GRU and attention width (default 128).
         layers: stacked GRU layers (default 1).
         attention: add the causal attention read-out (default True).
-        task_inputs: in the language-modelling view, also add the task token's embedding to the
-            input of every step (default True). GPT-2 in LAMOL sees its task token at every
-            position through self-attention; a small GRU given the token only once loses it over
-            a long story and then samples the stories and questions of other tasks.
     """
 
     def __init__(
@@ -299,15 +295,9 @@ class GRULanguageModel(nn.Module):
         dim: int = 128,
         layers: int = 1,
         attention: bool = True,
-        task_inputs: bool = True,
     ) -> None:
         super().__init__()
-        self.n_words, self.n_tasks, self.dim, self.task_inputs = (
-            vocab_size,
-            n_tasks,
-            dim,
-            task_inputs,
-        )
+        self.n_words, self.n_tasks, self.dim = vocab_size, n_tasks, dim
         self.n_sentences, self.sentence_length = n_sentences, sentence_length
         # Special tokens after the words: separator, answer marker, end, one start token per task.
         self.sep, self.ans, self.eos, self.task0 = (vocab_size + i for i in range(4))
@@ -338,14 +328,21 @@ class GRULanguageModel(nn.Module):
         question = question.scatter(1, q_len, torch.full_like(q_len, self.ans))
         return pack_left(torch.cat([story, question], 1))
 
-    def _states(self, tokens: Tensor, lengths: Tensor, condition: Tensor | None = None) -> Tensor:
-        """GRU states ``[B, T, d]`` of left-aligned ``tokens`` (zero after each row's length);
-        ``condition`` ``[B, d]``, if given, is added to the input of every step."""
+    def _states(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """GRU states ``[B, T, d]`` of left-aligned ``tokens`` (zero after each row's length).
+
+        The tokens are left-aligned and the model is causal, so a row's states before its length
+        do not depend on the padding after it. With autograd on, the GRU runs over the padded
+        batch as one dense tensor (on CPU its backward is about twice as fast as the packed
+        one's); without it, over the packed sequences (the forward skips the padding).
+        """
         embedded = self.embedding(tokens)
-        if condition is not None:
-            embedded = embedded + condition.unsqueeze(-2)
         if _transformed(embedded):  # torch.func.grad / vmap: a plain loop over time
             return self._states_unpacked(embedded, lengths)
+        if torch.is_grad_enabled():
+            out, _ = self.rnn(embedded)
+            steps = torch.arange(tokens.shape[1], device=tokens.device)
+            return out * (steps < lengths.unsqueeze(-1)).unsqueeze(-1)
         packed = pack_padded_sequence(
             embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
@@ -424,14 +421,10 @@ class GRULanguageModel(nn.Module):
         full[rows, lengths + 1] = answers
         full[rows, lengths + 2] = self.eos
         inputs, targets = full[:, :-1], full[:, 1:]
-        states = self._states(inputs, lengths + 2, self._task_condition(task_ids))
+        states = self._states(inputs, lengths + 2)
         positions = torch.arange(inputs.shape[1], device=x.device).expand(b, -1)
         logits = self._logits(self._read(states, states, positions))
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0)
-
-    def _task_condition(self, task_ids: Tensor) -> Tensor | None:
-        """The task token's embedding, added to every input of the LM view (``task_inputs``)."""
-        return self.embedding(self.task0 + task_ids) if self.task_inputs else None
 
     # ---- generation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -447,14 +440,12 @@ class GRULanguageModel(nn.Module):
         banned[0] = True
         banned[self.task0 :] = True
         token = self.task0 + task_ids
-        condition = self._task_condition(task_ids)
         state = None
         keys, values = [], []
         done = torch.zeros(n, dtype=torch.bool, device=task_ids.device)
         steps = []
         for _ in range(limit):
-            step = self.embedding(token) if condition is None else self.embedding(token) + condition
-            out, state = self.rnn(step.unsqueeze(1), state)
+            out, state = self.rnn(self.embedding(token).unsqueeze(1), state)
             vector = out  # [n, 1, d]
             if self.attention is not None:
                 att = self.attention
@@ -530,7 +521,7 @@ class GRULanguageModel(nn.Module):
 
 @register_model(
     "lm",
-    "GRU language model answering by generation, LAMOL setup (--hidden sets the width, default 128)",
+    "GRU language model with causal attention, answers by generating (LAMOL); --hidden width, 128",
     input_kinds=("tokens",),
 )
 def _lm(stream: Stream, hidden: Sequence[int] | None) -> nn.Module:

@@ -18,6 +18,7 @@ from lifelong.errors import DataError
 from lifelong.report.html import render_html
 from lifelong.report.plots import (
     PlotFiles,
+    accuracy_matrices_figure,
     accuracy_matrix_figure,
     comparison_figure,
     parameters_figure,
@@ -34,6 +35,7 @@ SUPPORTED_SCHEMA = 1
 
 __all__ = [
     "PlotFiles",
+    "accuracy_matrices_figure",
     "accuracy_matrix_figure",
     "build_report",
     "comparison_figure",

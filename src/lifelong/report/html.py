@@ -105,6 +105,10 @@ _COMPARISON_CAPTION = (
     "ACC, BWT, FWT and forgetting of every strategy in percent; hatched bars belong to strategies "
     "that did not finish, &ldquo;n/a&rdquo; marks undefined values."
 )
+_MATRICES_CAPTION = (
+    "Accuracy on every task (columns) after learning each task (rows; the top row is the untrained "
+    "model), all strategies on one colour scale; grey rows were never reached."
+)
 _PLASTICITY = (
     "Accuracy on the first tasks while the stream is learned, every strategy overlaid (the layout "
     "of Kirkpatrick et al. 2017, &ldquo;Overcoming catastrophic forgetting in neural "
@@ -307,6 +311,9 @@ def render_html(results: Mapping[str, Any], plots: PlotFiles) -> str:
     figures = "\n".join(
         [
             _image(plots.comparison, "metrics of all strategies compared", _COMPARISON_CAPTION),
+            _image(
+                plots.accuracy_matrices, "accuracy matrices of all strategies", _MATRICES_CAPTION
+            ),
             _image(plots.plasticity, "accuracy on the first tasks during training", _PLASTICITY),
             _image(plots.parameters, "model size against tasks learned", _PARAMETERS_CAPTION),
         ]

@@ -41,8 +41,18 @@ LEGEND_MAX_TASKS = 12
 MISSING_COLOUR = "#e0e0e0"
 """Heatmap colour of rows that were never reached (partial or failed strategies)."""
 
+MATRICES_ANNOTATE_MAX_TASKS = 10
+"""Panels of :func:`accuracy_matrices_figure` show cell values up to this many tasks."""
+
+MATRICES_PANELS_PER_ROW = 4
+"""Panels side by side in :func:`accuracy_matrices_figure` before it wraps to another row."""
+
+MATRICES_TICK_EVERY = 5
+"""Beyond :data:`MATRICES_ANNOTATE_MAX_TASKS` tasks the panels label task 1 and every 5th task."""
+
 _OWN_PATTERNS = (
     "accuracy_matrix_*.png",
+    "accuracy_matrices.png",
     "task_accuracy_*.png",
     "comparison.png",
     "parameters.png",
@@ -166,6 +176,80 @@ def accuracy_matrix_figure(results: Mapping[str, Any], label: str) -> Figure:
             color="#555555",
             transform=axes.get_yaxis_transform(),
         )
+    return figure
+
+
+def _panel_ticks(num_tasks: int) -> list[int]:
+    """0-based task ids labelled in small heatmap panels: all up to 10 tasks, else 1, 5, 10, ..."""
+    if num_tasks <= MATRICES_ANNOTATE_MAX_TASKS:
+        return list(range(num_tasks))
+    return [0, *range(MATRICES_TICK_EVERY - 1, num_tasks, MATRICES_TICK_EVERY)]
+
+
+def accuracy_matrices_figure(results: Mapping[str, Any]) -> Figure | None:
+    """The accuracy matrices R of all strategies side by side, on one colour scale 0..1.
+
+    One panel per strategy that recorded at least one row of R, in results order (in balanced rows
+    of at most :data:`MATRICES_PANELS_PER_ROW` panels); rows are "untrained" and "after learning
+    task i", columns the task evaluated on, one shared colour bar. Rows never reached by partial
+    or failed strategies are grey. Cells show their value up to
+    :data:`MATRICES_ANNOTATE_MAX_TASKS` tasks.
+    ``None`` when fewer than two strategies have an accuracy matrix (nothing to compare).
+    """
+    num_tasks = number_of_tasks(results)
+    drawn = [
+        (label, entry)
+        for label, entry in (results.get("strategies") or {}).items()
+        if rows_recorded(entry) > 0
+    ]
+    if len(drawn) < 2 or num_tasks < 1:
+        return None
+    rows = -(-len(drawn) // MATRICES_PANELS_PER_ROW)
+    columns = -(-len(drawn) // rows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
+    panel = float(np.clip(1.6 + 0.1 * num_tasks, 2.3, 3.4))
+    figure = _new_figure(min(1.6 + columns * panel, 15.0), 0.9 + rows * (panel + 0.3))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    colour_map = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOUR)
+    annotate = num_tasks <= MATRICES_ANNOTATE_MAX_TASKS
+    ticks = _panel_ticks(num_tasks)
+    row_ticks = [0, *(j + 1 for j in ticks)]
+    font = 7 if num_tasks <= 5 else 6
+    panels = list(grid.flat[: len(drawn)])
+    for unused in grid.flat[len(drawn) :]:
+        unused.remove()
+    image = None
+    for index, (axes, (label, entry)) in enumerate(zip(panels, drawn, strict=True)):
+        matrix = accuracy_array(entry, num_tasks)
+        image = axes.imshow(
+            np.ma.masked_invalid(matrix), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto"
+        )
+        axes.set_xticks(ticks, [str(j + 1) for j in ticks], fontsize=font)
+        axes.set_yticks(row_ticks, ["untrained" if i == 0 else str(i) for i in row_ticks])
+        axes.tick_params(axis="y", labelsize=font, labelleft=index % columns == 0)
+        axes.set_xlabel("evaluated on task", fontsize=8)
+        if index % columns == 0:
+            axes.set_ylabel("after learning task", fontsize=8)
+        axes.set_title(_plain(f"{label}{_status_suffix(entry)}"), fontsize=9)
+        if annotate:
+            for (i, j), value in np.ndenumerate(matrix):
+                if np.isfinite(value):
+                    colour = "black" if value > 0.6 else "white"
+                    cell = {"ha": "center", "va": "center", "fontsize": font - 1, "color": colour}
+                    axes.text(j, i, f"{value:.2f}", **cell)
+        reached = rows_recorded(entry)
+        if reached < num_tasks + 1:
+            axes.text(
+                0.5,
+                (reached + num_tasks) / 2,
+                "not reached",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="#555555",
+                transform=axes.get_yaxis_transform(),
+            )
+    figure.colorbar(image, ax=panels, label="test accuracy", shrink=0.9)
+    figure.suptitle("accuracy matrices R, all strategies on one colour scale", fontsize=10)
     return figure
 
 
@@ -419,6 +503,7 @@ class PlotFiles:
     """Paths of the PNGs written by :func:`save_plots`; ``None``/absent where not drawn."""
 
     comparison: Path | None = None
+    accuracy_matrices: Path | None = None
     parameters: Path | None = None
     plasticity: Path | None = None
     accuracy_matrix: dict[str, Path] = field(default_factory=dict)
@@ -428,8 +513,9 @@ class PlotFiles:
 def save_plots(results: Mapping[str, Any], folder: str | Path) -> PlotFiles:
     """(Re)draw every figure of a report into ``folder`` and return their paths.
 
-    Names are stable: ``comparison.png``, ``parameters.png``, ``plasticity.png`` and, per strategy
-    in results order, ``accuracy_matrix_NN_<label>.png`` and ``task_accuracy_NN_<label>.png``.
+    Names are stable: ``comparison.png``, ``accuracy_matrices.png``, ``parameters.png``,
+    ``plasticity.png`` and, per strategy in results order, ``accuracy_matrix_NN_<label>.png`` and
+    ``task_accuracy_NN_<label>.png``.
     PNGs of those names left by an earlier build are removed first, so none goes stale.
     """
     folder = Path(folder)
@@ -440,6 +526,8 @@ def save_plots(results: Mapping[str, Any], folder: str | Path) -> PlotFiles:
     files = PlotFiles()
     if (figure := comparison_figure(results)) is not None:
         files.comparison = save_figure(figure, folder / "comparison.png")
+    if (figure := accuracy_matrices_figure(results)) is not None:
+        files.accuracy_matrices = save_figure(figure, folder / "accuracy_matrices.png")
     if (figure := parameters_figure(results)) is not None:
         files.parameters = save_figure(figure, folder / "parameters.png")
     if len(strategies_with_curves(results)) >= 2:
