@@ -59,7 +59,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--test-samples", type=int, default=S, help="test samples per task (default: all)"
     )
     g = p.add_argument_group("model and training")
-    g.add_argument("--model", default=S, help="mlp (default) or cnn; memnet / lm for text")
+    g.add_argument(
+        "--model",
+        default=S,
+        help="mlp (default for images) or cnn; memnet (default for babi) or lm",
+    )
     g.add_argument(
         "--hidden", type=int, nargs="+", default=S, help="hidden widths, e.g. --hidden 100 100"
     )

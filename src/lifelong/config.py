@@ -144,7 +144,7 @@ class RunConfig:
     tasks: int | None = None
     train_samples: int | None = None
     test_samples: int | None = None
-    model: str = "mlp"
+    model: str | None = None  # None: the stream's default (mlp for images, memnet for bAbI)
     hidden: tuple[int, ...] | None = None
     epochs: int = 1
     batch_size: int = 10
@@ -171,6 +171,10 @@ class RunConfig:
             raise UnknownNameError("stream", self.stream, list(STREAMS))
         if self.scenario is not None and self.scenario not in SCENARIOS:
             raise UnknownNameError("scenario", self.scenario, list(SCENARIOS))
+        if self.model is None:
+            from lifelong.models import default_model
+
+            object.__setattr__(self, "model", default_model(STREAMS[self.stream].input_kind))
         if self.model not in MODELS:
             raise UnknownNameError("model", self.model, list(MODELS))
         if not self.strategies:

@@ -115,6 +115,15 @@ def _cnn(stream: Stream, hidden: Sequence[int] | None) -> nn.Module:
     return CNN(shape, stream.n_outputs, hidden=tuple(hidden) if hidden is not None else (128,))
 
 
+def default_model(input_kind: str) -> str:
+    """The model used when none is named: the first registered one that takes ``input_kind``
+    (``mlp`` for images and features, ``memnet`` for tokens)."""
+    for entry in MODELS.values():
+        if input_kind in entry.input_kinds:
+            return entry.name
+    raise ConfigError(f"no registered model takes {input_kind} inputs; pass your own nn.Module")
+
+
 def build_model(name: str, stream: Stream, hidden: Sequence[int] | None = None) -> nn.Module:
     """Build a registered model for ``stream`` (initialised from the global torch RNG)."""
     if name not in MODELS:

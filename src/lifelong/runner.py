@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lifelong.errors import ConfigError, TrainingDivergedError
-from lifelong.models import build_model, count_parameters
+from lifelong.models import build_model, count_parameters, default_model
 from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
 from lifelong.results import StrategyResult, atomic_write_bytes
 from lifelong.strategies.base import Strategy, create_strategy
@@ -94,7 +94,7 @@ def learn_stream(
     stream: Stream,
     strategy: Strategy | str,
     *,
-    model: nn.Module | str = "mlp",
+    model: nn.Module | str | None = None,
     hidden: list[int] | None = None,
     train: TrainConfig | None = None,
     seed: int = 0,
@@ -110,7 +110,8 @@ def learn_stream(
         stream: the task stream.
         strategy: a strategy instance or registered name.
         model: a registered model name or your own ``nn.Module`` producing ``stream.n_outputs``
-            logits (it is trained in place).
+            logits (it is trained in place); ``None``: the default model for the stream's inputs
+            (``mlp``; ``memnet`` for bAbI).
         hidden: hidden widths for a registered model.
         train: training settings (defaults: :class:`~lifelong.train.TrainConfig`).
         seed: seeds every generator before the model is built.
@@ -135,6 +136,8 @@ def learn_stream(
         )
     seed_everything(seed)
     stream = stream.to(dev) if dev.type != "cpu" else stream
+    if model is None:
+        model = default_model(stream.input_kind)
     net = build_model(model, stream, hidden) if isinstance(model, str) else model
     net = strategy.prepare(net.to(dev), stream)
     result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())

@@ -376,8 +376,16 @@ class GRULanguageModel(nn.Module):
         if self.attention is None:
             return queries
         att = self.attention
-        scores = att["query"](queries) @ att["key"](states).transpose(1, 2) / self.dim**0.5
         later = torch.arange(states.shape[1], device=states.device) > positions.unsqueeze(-1)
+        if 4 * queries.shape[-2] <= states.shape[-2]:
+            # Few queries (the QA view): the same products in another order, the projections
+            # applied to the queries and to the read instead of to every state,
+            # q . (W_k s) = (W_k^T q) . s and sum_i w_i W_v s_i = W_v sum_i w_i s_i.
+            keys_side = att["query"](queries) @ att["key"].weight
+            scores = keys_side @ states.transpose(-1, -2) / self.dim**0.5
+            weights = scores.masked_fill(later, float("-inf")).softmax(-1)
+            return queries + att["out"](att["value"](weights @ states))
+        scores = att["query"](queries) @ att["key"](states).transpose(-1, -2) / self.dim**0.5
         weights = scores.masked_fill(later, float("-inf")).softmax(-1)
         return queries + att["out"](weights @ att["value"](states))
 

@@ -107,6 +107,7 @@ def _chosen_tasks(spec: StreamSpec) -> list[int]:
     tasks=20,
     scenario="task",
     data=("babi",),
+    input_kind="tokens",
 )
 def babi(spec: StreamSpec) -> Stream:
     """The bAbI tasks in the official order, or ``--tasks N`` (the first N) / ``order``.

@@ -46,6 +46,7 @@ class StreamEntry:
     scenario: str
     data: tuple[str, ...]
     options: tuple[str, ...] | None  # accepted option names (None: the generator checks)
+    input_kind: str = "image"  # what its tasks' inputs are; picks the default model
 
 
 STREAMS: dict[str, StreamEntry] = {}
@@ -60,11 +61,14 @@ def register_stream(
     scenario: str = "domain",
     data: tuple[str, ...] = IMAGE_DATA,
     options: tuple[str, ...] | None = None,
+    input_kind: str = "image",
 ) -> Callable[[Callable[[StreamSpec], Stream]], Callable[[StreamSpec], Stream]]:
     """Register a generator under ``name`` with its defaults, data sets and option names."""
 
     def decorate(fn: Callable[[StreamSpec], Stream]) -> Callable[[StreamSpec], Stream]:
-        STREAMS[name] = StreamEntry(name, description, fn, tasks, scenario, data, options)
+        STREAMS[name] = StreamEntry(
+            name, description, fn, tasks, scenario, data, options, input_kind
+        )
         return fn
 
     return decorate
