@@ -56,16 +56,23 @@ GROUPS: dict[str, dict[str, Any]] = {
     # GRU language model (width 128, causal attention read-out). Stories keep their 20 most
     # recent statements to bound the sequence length on CPU; 10 epochs per task, Adam 0.003
     # (0.01 learns as fast but forgets twice as much, for every strategy). lamol at the paper's
-    # defaults (lambda 0.25, gamma 0.2, top-k 20), with LM loss weight 1 (a small LM trained
-    # from scratch needs it to generate well-formed examples; the paper fine-tunes a pretrained
-    # GPT-2), and with weight 1 and one pseudo example per new example (gamma 1: 19 old tasks
-    # share the pseudo examples here, 4 in the paper).
+    # defaults (lambda 0.25, gamma 0.2, top-k 20) and scaled to 20 tasks: LM loss weight 1 (a
+    # small LM trained from scratch needs it to generate well-formed examples; the paper
+    # fine-tunes a pretrained GPT-2) and gamma 1, which gives each of 19 old tasks about the
+    # share of pseudo examples that gamma 0.2 gives each of 4 in the paper; also with the
+    # model's own answers to its pseudo examples (answers=model).
     "lm": {
         "model": "lm",
         "stream_options": {"max_sentences": 20},
         "epochs": 10,
         "lr": 0.003,
-        "strategies": ("finetune", "joint", "lamol", "lamol:lambda=1", "lamol:lambda=1,gamma=1"),
+        "strategies": (
+            "finetune",
+            "joint",
+            "lamol",
+            "lamol:lambda=1,gamma=1",
+            "lamol:lambda=1,gamma=1,answers=model",
+        ),
         "published": "lm",
     },
 }

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lifelong.errors import ConfigError
+from lifelong.models import build_model
 from lifelong.runner import learn_stream
 from lifelong.strategies import create_strategy
 from lifelong.streams import Stream, build_stream
@@ -75,7 +76,12 @@ def test_lamol_needs_the_language_model(two_tasks):
 
 @pytest.mark.parametrize(
     ("params", "message"),
-    [({"gamma": "-0.1"}, "gamma"), ({"lambda": "-1"}, "lambda"), ({"top_k": "0"}, "top_k")],
+    [
+        ({"gamma": "-0.1"}, "gamma"),
+        ({"lambda": "-1"}, "lambda"),
+        ({"top_k": "0"}, "top_k"),
+        ({"answers": "gold"}, "answers"),
+    ],
 )
 def test_bad_settings(params, message):
     with pytest.raises(ConfigError, match=message):
@@ -84,7 +90,13 @@ def test_bad_settings(params, message):
 
 def test_paper_defaults():
     strategy = create_strategy("lamol")
-    assert strategy.params() == {"lambda": 0.25, "gamma": 0.2, "top_k": 20, "attempts": 3}
+    assert strategy.params() == {
+        "lambda": 0.25,
+        "gamma": 0.2,
+        "top_k": 20,
+        "attempts": 3,
+        "answers": "sampled",
+    }
 
 
 def test_pseudo_samples_come_from_the_model_only(lamol_run, two_tasks):
@@ -129,3 +141,35 @@ def test_gamma_zero_generates_nothing(two_tasks):
     result = learn_stream(two_tasks, strategy, model="lm", train=train)
     assert result.extra["pseudo_generated"] == 0 and result.extra["well_formed_share"] is None
     assert strategy.pseudo == {}
+
+
+@pytest.fixture(scope="module")
+def task20_model(data_dir) -> tuple[Stream, GRULanguageModel]:
+    """The language model after learning task 20 with LAMOL's LM loss (it can generate it)."""
+    stream = build_stream(
+        "babi", data_dir=data_dir, order=[20], train_samples=500, test_samples=50, max_sentences=10
+    )
+    model = build_model("lm", stream)
+    learn_stream(stream, create_strategy("lamol", {"lambda": 1}), model=model, train=TRAIN)
+    return stream, model
+
+
+@pytest.mark.parametrize("answers", ["sampled", "model"])
+def test_pseudo_answers_sampled_or_the_models_own(task20_model, answers):
+    """``answers=model`` trains a pseudo example with the model's own QA answer; ``sampled``
+    (the paper) with the answer token it sampled, which is not always the model's answer."""
+    stream, model = task20_model
+    variant = create_strategy("lamol", {"answers": answers, "attempts": 1, "top_k": 50})
+    variant.prepare(model, stream)
+    model.eval()
+    torch.manual_seed(0)
+    data = variant._generate(model, stream.tasks[0], 300, 1)
+    assert len(data) > 100
+    start, stop = stream.tasks[0].columns
+    with torch.inference_mode():
+        own = model(data.x)[:, start:stop].argmax(1) + start
+    agree = (own == data.y).float().mean().item()
+    if answers == "model":
+        assert agree == 1.0
+    else:
+        assert agree < 0.99

@@ -45,6 +45,13 @@ class Lamol(Strategy):
         top_k: top-k sampling of the generation (paper: 20).
         attempts: sampling rounds to fill the quota of well-formed pseudo examples (1 = keep
             only the first draw, as the paper does).
+        answers: the answer a pseudo example is trained with. ``"sampled"`` (the paper): the
+            answer token the model sampled with the rest of the example. ``"model"``: the
+            model's own QA answer to the sampled story and question (the argmax of its answer
+            scores over the task's answers when the example is generated), as Generative Replay
+            (Shin et al. 2017) labels its generated inputs with the previous solver; a variant
+            for small language models whose answer distribution is too flat for top-k sampling
+            to return their own answer (see ``consistent_share``).
 
     ``info()`` reports how many pseudo examples were drawn, the share that was well-formed
     (``well_formed_share``), the share of those whose sampled answer equals the model's own
@@ -59,7 +66,12 @@ class Lamol(Strategy):
     scenarios = ("task", "domain")
 
     def __init__(
-        self, lambda_: float = 0.25, gamma: float = 0.2, top_k: int = 20, attempts: int = 3
+        self,
+        lambda_: float = 0.25,
+        gamma: float = 0.2,
+        top_k: int = 20,
+        attempts: int = 3,
+        answers: str = "sampled",
     ) -> None:
         if lambda_ < 0 or not math.isfinite(lambda_):
             raise ValueError(f"lambda must be >= 0, got {lambda_}")
@@ -69,7 +81,10 @@ class Lamol(Strategy):
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
+        if answers not in ("sampled", "model"):
+            raise ValueError(f"answers must be 'sampled' or 'model', got {answers!r}")
         self.lambda_, self.gamma, self.top_k, self.attempts = lambda_, gamma, top_k, attempts
+        self.answers = answers
         self.pseudo: dict[int, TaskData] = {}
         self.history: list[dict[str, int]] = []
 
@@ -135,7 +150,7 @@ class Lamol(Strategy):
             well_formed += len(keep)
             consistent += int((own == y).sum())
             xs.append(x.clone())
-            ys.extend(y.tolist())
+            ys.extend((own if self.answers == "model" else y).tolist())
         self.history.append(
             {
                 "before_task": now,
