@@ -41,7 +41,10 @@ class Lamol(Strategy):
     Args:
         lambda_: weight of the LM loss (paper: 0.25).
         gamma: pseudo examples generated per real example of the new task (paper: 0.05 and
-            0.2; 0.2 is the better setting and the default).
+            0.2; 0.2 is the better setting and the default). The quota is shared by all earlier
+            tasks, so on long streams each gets less: to give each of ``t - 1`` old tasks the
+            share 0.2 gives each of the paper's 4, use ``gamma = 0.05 * (t - 1)`` (1 for the 20
+            bAbI tasks; training time grows with ``1 + gamma``).
         top_k: top-k sampling of the generation (paper: 20).
         attempts: sampling rounds to fill the quota of well-formed pseudo examples (1 = keep
             only the first draw, as the paper does).
