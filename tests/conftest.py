@@ -24,7 +24,7 @@ from lifelong.streams import Stream, build_stream
 SHARED_DATA_ENV = "LIFELONG_SHARED_DATA"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The genuine data directory (MNIST, Fashion-MNIST, bAbI), or skip with the reason."""
     value = os.environ.get(SHARED_DATA_ENV, "")

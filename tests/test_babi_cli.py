@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,8 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def data_dir() -> Path:
-    value = os.environ.get("LIFELONG_SHARED_DATA", "")
-    if not value or not Path(value).is_dir():
-        pytest.skip("LIFELONG_SHARED_DATA is not set (path to the genuine shared data sets)")
-    return Path(value)
+def data_dir(shared_data: Path) -> Path:
+    return shared_data
 
 
 SMALL = ["--tasks", "2", "--train-samples", "60", "--test-samples", "40", "--epochs", "1"]

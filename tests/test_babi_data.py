@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -34,11 +33,8 @@ STORY = """1 Mary moved to the bathroom.
 
 
 @pytest.fixture(scope="module")
-def corpus() -> BabiCorpus:
-    value = os.environ.get("LIFELONG_SHARED_DATA", "")
-    if not value or not Path(value).is_dir():
-        pytest.skip("LIFELONG_SHARED_DATA is not set (path to the genuine shared data sets)")
-    return load_babi(value)
+def corpus(shared_data: Path) -> BabiCorpus:
+    return load_babi(shared_data)
 
 
 # ---- without files ---------------------------------------------------------------------------

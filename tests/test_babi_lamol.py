@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,8 @@ TRAIN = TrainConfig(epochs=5, batch_size=32, optimizer="adam", lr=0.01)
 
 
 @pytest.fixture(scope="module")
-def data_dir() -> Path:
-    value = os.environ.get("LIFELONG_SHARED_DATA", "")
-    if not value or not Path(value).is_dir():
-        pytest.skip("LIFELONG_SHARED_DATA is not set (path to the genuine shared data sets)")
-    return Path(value)
+def data_dir(shared_data: Path) -> Path:
+    return shared_data
 
 
 @pytest.fixture(scope="module")

@@ -160,10 +160,23 @@ def accuracy_matrix_figure(results: Mapping[str, Any], label: str) -> Figure:
     axes.set_xlabel("evaluated on task")
     axes.set_title(_plain(f"{label}{_status_suffix(entry)}: accuracy matrix R"), fontsize=10)
     if num_tasks <= ANNOTATE_MAX_TASKS:
-        for (i, j), value in np.ndenumerate(matrix):
-            if np.isfinite(value):
-                colour = "black" if value > 0.6 else "white"
-                axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        _annotate_cells(axes, matrix, fontsize=7)
+    _mark_not_reached(axes, entry, num_tasks, fontsize=9)
+    return figure
+
+
+def _annotate_cells(axes: Any, matrix: np.ndarray, fontsize: float) -> None:
+    """Write each finite cell's value in it (dark text on light cells)."""
+    for (i, j), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            colour = "black" if value > 0.6 else "white"
+            axes.text(
+                j, i, f"{value:.2f}", ha="center", va="center", fontsize=fontsize, color=colour
+            )
+
+
+def _mark_not_reached(axes: Any, entry: Mapping[str, Any], num_tasks: int, fontsize: float) -> None:
+    """Label the rows of an accuracy matrix that an interrupted strategy never recorded."""
     reached = rows_recorded(entry)
     if reached < num_tasks + 1:
         axes.text(
@@ -172,11 +185,10 @@ def accuracy_matrix_figure(results: Mapping[str, Any], label: str) -> Figure:
             "not reached",
             ha="center",
             va="center",
-            fontsize=9,
+            fontsize=fontsize,
             color="#555555",
             transform=axes.get_yaxis_transform(),
         )
-    return figure
 
 
 def _panel_ticks(num_tasks: int) -> list[int]:
@@ -231,23 +243,8 @@ def accuracy_matrices_figure(results: Mapping[str, Any]) -> Figure | None:
             axes.set_ylabel("after learning task", fontsize=8)
         axes.set_title(_plain(f"{label}{_status_suffix(entry)}"), fontsize=9)
         if annotate:
-            for (i, j), value in np.ndenumerate(matrix):
-                if np.isfinite(value):
-                    colour = "black" if value > 0.6 else "white"
-                    cell = {"ha": "center", "va": "center", "fontsize": font - 1, "color": colour}
-                    axes.text(j, i, f"{value:.2f}", **cell)
-        reached = rows_recorded(entry)
-        if reached < num_tasks + 1:
-            axes.text(
-                0.5,
-                (reached + num_tasks) / 2,
-                "not reached",
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="#555555",
-                transform=axes.get_yaxis_transform(),
-            )
+            _annotate_cells(axes, matrix, fontsize=font - 1)
+        _mark_not_reached(axes, entry, num_tasks, fontsize=8)
     figure.colorbar(image, ax=panels, label="test accuracy", shrink=0.9)
     figure.suptitle("accuracy matrices R, all strategies on one colour scale", fontsize=10)
     return figure
