@@ -116,16 +116,23 @@ def config_for(
 
 
 def run_group(
-    group: str, seed: int, overrides: dict[str, Any], out: Path, resume: bool, jobs: int
+    group: str,
+    seed: int,
+    overrides: dict[str, Any],
+    out: Path,
+    resume: bool,
+    jobs: int,
+    specs: list[str],
 ) -> Path:
-    """Run every strategy of ``group``: in this process (``jobs`` 1), or one process per strategy,
-    ``jobs`` at a time with one torch thread each, merged into one run directory afterwards."""
+    """Run the strategies ``specs`` of ``group``: in this process (``jobs`` 1), or one process per
+    strategy, ``jobs`` at a time with one torch thread each, merged into one run directory."""
     run_dir = out / f"{group}_seed{seed}"
     start = time.perf_counter()
     if jobs <= 1:
-        results = run_experiment(config_for(group, seed, overrides), run_dir, resume=resume)
+        config = config_for(group, seed, overrides, specs)
+        results = run_experiment(config, run_dir, resume=resume)
     else:
-        results = _run_parts(group, seed, overrides, out, resume, jobs)
+        results = _run_parts(group, seed, overrides, out, resume, jobs, specs)
         results.save(run_dir)
     build_report(run_dir)
     print(f"{group} seed {seed}: {time.perf_counter() - start:.0f} s wall -> {run_dir}", flush=True)
@@ -137,9 +144,14 @@ def run_group(
 
 
 def _run_parts(
-    group: str, seed: int, overrides: dict[str, Any], out: Path, resume: bool, jobs: int
+    group: str,
+    seed: int,
+    overrides: dict[str, Any],
+    out: Path,
+    resume: bool,
+    jobs: int,
+    specs: list[str],
 ) -> RunResults:
-    specs = list(GROUPS[group]["strategies"])
     parts = {spec: out / "parts" / f"{group}_seed{seed}" / safe_filename(spec) for spec in specs}
     pending = specs[::-1]  # the costliest (listed last) first
     running: list[subprocess.Popen] = []
@@ -163,7 +175,7 @@ def _run_parts(
     if failed:
         print(f"  parts that failed (their saved tasks are kept): {failed}", flush=True)
     merged = RunResults(
-        config=config_for(group, seed, overrides).to_dict(),
+        config=config_for(group, seed, overrides, specs).to_dict(),
         stream=load_results(parts[specs[0]]).stream,
     )
     for spec in specs:
@@ -241,6 +253,9 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=1, help="strategies run in parallel, one thread each"
     )
+    parser.add_argument(
+        "--strategies", nargs="+", help="only these of each group's strategies (as listed there)"
+    )
     parser.add_argument("--part", nargs=4, help=argparse.SUPPRESS)  # group seed spec run_dir
     parser.add_argument("--tables", action="store_true", help="only print tables of finished runs")
     args = parser.parse_args()
@@ -261,8 +276,11 @@ def main() -> None:
     for group in args.groups:
         for seed in args.seeds:
             run_dir = args.out / f"{group}_seed{seed}"
+            specs = [s for s in GROUPS[group]["strategies"] if s in (args.strategies or [s])]
+            if not specs:
+                parser.error(f"--strategies: none of {args.strategies} is in group {group!r}")
             if not args.tables:
-                run_group(group, seed, overrides, args.out, args.resume, args.jobs)
+                run_group(group, seed, overrides, args.out, args.resume, args.jobs, specs)
             if (run_dir / "results.json").exists():
                 print(tables(run_dir, group))
 
