@@ -54,7 +54,9 @@ class Lamol(Strategy):
             scores over the task's answers when the example is generated), as Generative Replay
             (Shin et al. 2017) labels its generated inputs with the previous solver; a variant
             for small language models whose answer distribution is too flat for top-k sampling
-            to return their own answer (see ``consistent_share``).
+            to return their own answer (see ``consistent_share``). On the 20 bAbI tasks with
+            ``--model lm`` it kept clearly more of the old tasks than ``sampled`` did
+            (benchmarks/RESULTS.md, section 5).
 
     ``info()`` reports how many pseudo examples were drawn, the share that was well-formed
     (``well_formed_share``), the share of those whose sampled answer equals the model's own
