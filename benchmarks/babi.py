@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,27 +116,33 @@ def config_for(
     )
 
 
-def run_group(
-    group: str,
-    seed: int,
-    overrides: dict[str, Any],
-    out: Path,
-    resume: bool,
-    jobs: int,
-    specs: list[str],
-) -> Path:
-    """Run the strategies ``specs`` of ``group``: in this process (``jobs`` 1), or one process per
-    strategy, ``jobs`` at a time with one torch thread each, merged into one run directory."""
-    run_dir = out / f"{group}_seed{seed}"
+@dataclass(frozen=True)
+class GroupRun:
+    """The strategies ``specs`` of ``group`` for one seed, written to ``out/<group>_seed<k>``."""
+
+    group: str
+    seed: int
+    overrides: dict[str, Any]
+    out: Path
+    specs: list[str]
+    resume: bool = False
+    jobs: int = 1  # strategies run at once, one process and one torch thread each
+
+
+def run_group(run: GroupRun) -> Path:
+    """Run the strategies in this process (``jobs`` 1), or one process per strategy, ``jobs`` at
+    a time, merged into one run directory afterwards."""
+    run_dir = run.out / f"{run.group}_seed{run.seed}"
     start = time.perf_counter()
-    if jobs <= 1:
-        config = config_for(group, seed, overrides, specs)
-        results = run_experiment(config, run_dir, resume=resume)
+    if run.jobs <= 1:
+        config = config_for(run.group, run.seed, run.overrides, run.specs)
+        results = run_experiment(config, run_dir, resume=run.resume)
     else:
-        results = _run_parts(group, seed, overrides, out, resume, jobs, specs)
+        results = _run_parts(run)
         results.save(run_dir)
     build_report(run_dir)
-    print(f"{group} seed {seed}: {time.perf_counter() - start:.0f} s wall -> {run_dir}", flush=True)
+    wall = time.perf_counter() - start
+    print(f"{run.group} seed {run.seed}: {wall:.0f} s wall -> {run_dir}", flush=True)
     for label, r in results.strategies.items():
         m = r.metrics()
         print(f"  {label:10s} ACC {m['acc']:.3f}  BWT {m['bwt']:+.3f}  "
@@ -143,25 +150,18 @@ def run_group(
     return run_dir
 
 
-def _run_parts(
-    group: str,
-    seed: int,
-    overrides: dict[str, Any],
-    out: Path,
-    resume: bool,
-    jobs: int,
-    specs: list[str],
-) -> RunResults:
+def _run_parts(run: GroupRun) -> RunResults:
+    group, seed, overrides, out, specs = run.group, run.seed, run.overrides, run.out, run.specs
     parts = {spec: out / "parts" / f"{group}_seed{seed}" / safe_filename(spec) for spec in specs}
     pending = specs[::-1]  # the costliest (listed last) first
     running: list[subprocess.Popen] = []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     failed = []
     while pending or running:
-        while pending and len(running) < jobs:
+        while pending and len(running) < run.jobs:
             spec = pending.pop(0)
             command = [sys.executable, __file__, "--part", group, str(seed), spec, str(parts[spec])]
-            command += ["--resume"] if resume else []
+            command += ["--resume"] if run.resume else []
             for flag in ("tasks", "train_samples", "test_samples", "epochs"):
                 if overrides.get(flag) is not None:
                     command += [f"--{flag.replace('_', '-')}", str(overrides[flag])]
@@ -280,7 +280,7 @@ def main() -> None:
             if not specs:
                 parser.error(f"--strategies: none of {args.strategies} is in group {group!r}")
             if not args.tables:
-                run_group(group, seed, overrides, args.out, args.resume, args.jobs, specs)
+                run_group(GroupRun(group, seed, overrides, args.out, specs, args.resume, args.jobs))
             if (run_dir / "results.json").exists():
                 print(tables(run_dir, group))
 
