@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -19,19 +18,14 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.fixture(scope="module")
-def data_dir(shared_data: Path) -> Path:
-    return shared_data
-
-
 SMALL = ["--tasks", "2", "--train-samples", "60", "--test-samples", "40", "--epochs", "1"]
 SMALL += ["--batch-size", "32", "--optimizer", "adam", "--lr", "0.01", "--quiet"]
 
 
 @pytest.mark.shared_data
-def test_babi_run_default_model_and_lamol_report(data_dir, tmp_path, capsys):
+def test_babi_run_default_model_and_lamol_report(shared_data, tmp_path, capsys):
     out = tmp_path / "memnet"
-    argv = ["run", "--data", "babi", "--data-dir", str(data_dir), "--stream", "babi", *SMALL]
+    argv = ["run", "--data", "babi", "--data-dir", str(shared_data), "--stream", "babi", *SMALL]
     code, _, err = run_cli([*argv, "--strategy", "finetune", "--out", str(out)], capsys)
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
@@ -63,8 +57,8 @@ def test_babi_without_files_says_how_to_download(tmp_path, capsys):
     assert f"lifelong data download babi --data-dir {empty}" in line
 
 
-def test_lamol_with_memnet_is_refused_in_one_line(data_dir, tmp_path, capsys):
-    argv = ["run", "--data", "babi", "--data-dir", str(data_dir), "--stream", "babi", *SMALL]
+def test_lamol_with_memnet_is_refused_in_one_line(shared_data, tmp_path, capsys):
+    argv = ["run", "--data", "babi", "--data-dir", str(shared_data), "--stream", "babi", *SMALL]
     code, _, err = run_cli([*argv, "--strategy", "lamol", "--out", str(tmp_path / "r")], capsys)
     assert code == 2
     (line,) = err.strip().splitlines()

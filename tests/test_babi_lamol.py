@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,16 +22,11 @@ TRAIN = TrainConfig(epochs=5, batch_size=32, optimizer="adam", lr=0.01)
 
 
 @pytest.fixture(scope="module")
-def data_dir(shared_data: Path) -> Path:
-    return shared_data
-
-
-@pytest.fixture(scope="module")
-def two_tasks(data_dir) -> Stream:
+def two_tasks(shared_data) -> Stream:
     """Task 20 (learned well in a few epochs) then task 4, 500 questions each."""
     return build_stream(
         "babi",
-        data_dir=data_dir,
+        data_dir=shared_data,
         order=[20, 4],
         train_samples=500,
         test_samples=200,
@@ -140,10 +134,15 @@ def test_gamma_zero_generates_nothing(two_tasks):
 
 
 @pytest.fixture(scope="module")
-def task20_model(data_dir) -> tuple[Stream, GRULanguageModel]:
+def task20_model(shared_data) -> tuple[Stream, GRULanguageModel]:
     """The language model after learning task 20 with LAMOL's LM loss (it can generate it)."""
     stream = build_stream(
-        "babi", data_dir=data_dir, order=[20], train_samples=500, test_samples=50, max_sentences=10
+        "babi",
+        data_dir=shared_data,
+        order=[20],
+        train_samples=500,
+        test_samples=50,
+        max_sentences=10,
     )
     model = build_model("lm", stream)
     learn_stream(stream, create_strategy("lamol", {"lambda": 1}), model=model, train=TRAIN)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,15 +20,10 @@ pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def data_dir(shared_data: Path) -> Path:
-    return shared_data
-
-
-@pytest.fixture(scope="module")
-def small(data_dir) -> Stream:
+def small(shared_data) -> Stream:
     """Tasks 1-3, 40 questions each, stories cut to their 10 most recent statements."""
     return build_stream(
-        "babi", data_dir=data_dir, tasks=3, train_samples=40, test_samples=40, max_sentences=10
+        "babi", data_dir=shared_data, tasks=3, train_samples=40, test_samples=40, max_sentences=10
     )
 
 
@@ -114,8 +107,10 @@ def test_per_sample_gradients_under_vmap(small, name):
     assert one(params, x[0], y[0]).item() == pytest.approx(loss.item(), rel=1e-5)
 
 
-def test_memnet_learns_task_1(data_dir):
-    stream = build_stream("babi", data_dir=data_dir, order=[1], train_samples=500, test_samples=300)
+def test_memnet_learns_task_1(shared_data):
+    stream = build_stream(
+        "babi", data_dir=shared_data, order=[1], train_samples=500, test_samples=300
+    )
     result = learn_stream(
         stream,
         "finetune",
@@ -217,9 +212,9 @@ def test_lm_losses_and_sampling(small):
             assert not any(row[row.index(model.eos) + 1 :])
 
 
-def test_lm_learns_task_20(data_dir):
+def test_lm_learns_task_20(shared_data):
     stream = build_stream(
-        "babi", data_dir=data_dir, order=[20], train_samples=500, test_samples=300
+        "babi", data_dir=shared_data, order=[20], train_samples=500, test_samples=300
     )
     result = learn_stream(
         stream,
@@ -248,9 +243,9 @@ def test_lm_learns_task_20(data_dir):
         ("lm", "lwf"),
     ],
 )
-def test_existing_strategies_run_unchanged(data_dir, model, strategy):
+def test_existing_strategies_run_unchanged(shared_data, model, strategy):
     stream = build_stream(
-        "babi", data_dir=data_dir, tasks=2, train_samples=24, test_samples=16, max_sentences=10
+        "babi", data_dir=shared_data, tasks=2, train_samples=24, test_samples=16, max_sentences=10
     )
     result = learn_stream(
         stream,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,13 +12,8 @@ pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def data_dir(shared_data: Path) -> Path:
-    return shared_data
-
-
-@pytest.fixture(scope="module")
-def full(data_dir) -> Stream:
-    return build_stream("babi", data_dir=data_dir)
+def full(shared_data) -> Stream:
+    return build_stream("babi", data_dir=shared_data)
 
 
 def _decode(stream: Stream, grid: torch.Tensor) -> list[list[str]]:
@@ -68,30 +61,36 @@ def test_grid_and_label_match_the_file(full):
     assert full.info["answer_words"][task.train.y[0]] == "bathroom"
 
 
-def test_domain_scenario_shares_one_head(data_dir):
-    stream = build_stream("babi", data_dir=data_dir, tasks=3, scenario="domain", test_samples=50)
+def test_domain_scenario_shares_one_head(shared_data):
+    stream = build_stream("babi", data_dir=shared_data, tasks=3, scenario="domain", test_samples=50)
     assert {t.columns for t in stream} == {(0, stream.n_outputs)}
     assert stream.info["answer_words"] == sorted(stream.info["answer_words"])
     assert stream.n_outputs == 6  # tasks 1-3 all answer with the six places
     assert all(len(t.test) == 50 for t in stream)
 
 
-def test_order_option_and_tasks(data_dir):
-    stream = build_stream("babi", data_dir=data_dir, order=[19, "qa1", "counting"])
+def test_order_option_and_tasks(shared_data):
+    stream = build_stream("babi", data_dir=shared_data, order=[19, "qa1", "counting"])
     assert stream.info["task_numbers"] == [19, 1, 7]
     assert [t.name.split()[0] for t in stream] == ["qa19", "qa1", "qa7"]
     assert stream.tasks[1].columns[0] == len(range(*stream.tasks[0].columns))
-    first_two = build_stream("babi", data_dir=data_dir, order="19 1 7", tasks=2)
+    first_two = build_stream("babi", data_dir=shared_data, order="19 1 7", tasks=2)
     assert first_two.info["task_numbers"] == [19, 1]
     assert first_two.input_shape == (11, 10)  # the grid fits the chosen tasks (10 statements)
-    three = build_stream("babi", data_dir=data_dir, tasks=3, max_sentences=20)
+    three = build_stream("babi", data_dir=shared_data, tasks=3, max_sentences=20)
     assert three.input_shape == (21, 7)
 
 
-def test_samples_are_seeded(data_dir):
-    a = build_stream("babi", data_dir=data_dir, tasks=2, train_samples=30, test_samples=20, seed=3)
-    b = build_stream("babi", data_dir=data_dir, tasks=2, train_samples=30, test_samples=20, seed=3)
-    c = build_stream("babi", data_dir=data_dir, tasks=2, train_samples=30, test_samples=20, seed=4)
+def test_samples_are_seeded(shared_data):
+    a = build_stream(
+        "babi", data_dir=shared_data, tasks=2, train_samples=30, test_samples=20, seed=3
+    )
+    b = build_stream(
+        "babi", data_dir=shared_data, tasks=2, train_samples=30, test_samples=20, seed=3
+    )
+    c = build_stream(
+        "babi", data_dir=shared_data, tasks=2, train_samples=30, test_samples=20, seed=4
+    )
     assert len(a.tasks[0].train) == 30 and len(a.tasks[1].test) == 20
     assert torch.equal(a.tasks[0].train.x, b.tasks[0].train.x)
     assert torch.equal(a.tasks[1].train.y, b.tasks[1].train.y)
@@ -112,7 +111,7 @@ def test_samples_are_seeded(data_dir):
         ({"sentences": 3}, "no option"),
     ],
 )
-def test_bad_settings_fail_with_one_line(data_dir, kwargs, message):
+def test_bad_settings_fail_with_one_line(shared_data, kwargs, message):
     with pytest.raises(ConfigError, match=message) as err:
-        build_stream("babi", data_dir=data_dir, **kwargs)
+        build_stream("babi", data_dir=shared_data, **kwargs)
     assert "\n" not in str(err.value)
