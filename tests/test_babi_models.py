@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-import lifelong.strategies  # noqa: F401  (registers the text models through the text family)
 from lifelong import text_models
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.models import MODELS, build_model

@@ -10,9 +10,8 @@ strategy runs on them unchanged.
   "story, question, answer marker" and can sample whole examples after a task token (the setup
   of LAMOL, Sun, Ho & Lee 2020; see :mod:`lifelong.strategies.text.lamol`).
 
-Importing this module registers both with :func:`lifelong.models.register_model`; the text
-strategy family (:mod:`lifelong.strategies.text`) imports it, so ``import lifelong.strategies``
-is enough.
+Importing this module registers both with :func:`lifelong.models.register_model`;
+:mod:`lifelong.models` imports it, so ``build_model("memnet", ...)`` needs nothing else.
 """
 
 from __future__ import annotations
