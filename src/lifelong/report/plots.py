@@ -147,10 +147,7 @@ def accuracy_matrix_figure(results: Mapping[str, Any], label: str) -> Figure:
     size = 0.45 * num_tasks
     figure = _new_figure(min(3.6 + size, 9.0), min(2.6 + size, 8.0))
     axes = figure.add_subplot()
-    colour_map = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOUR)
-    image = axes.imshow(
-        np.ma.masked_invalid(matrix), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto"
-    )
+    image = _draw_accuracy(axes, matrix)
     figure.colorbar(image, ax=axes, label="test accuracy", shrink=0.9)
     tick_step = 1 if num_tasks <= 20 else int(np.ceil(num_tasks / 20))
     columns = list(range(0, num_tasks, tick_step))
@@ -163,6 +160,14 @@ def accuracy_matrix_figure(results: Mapping[str, Any], label: str) -> Figure:
         _annotate_cells(axes, matrix, fontsize=7)
     _mark_not_reached(axes, entry, num_tasks, fontsize=9)
     return figure
+
+
+def _draw_accuracy(axes: Any, matrix: np.ndarray) -> Any:
+    """Draw R as a heatmap on the fixed scale 0..1; missing rows (NaN) grey."""
+    colour_map = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOUR)
+    return axes.imshow(
+        np.ma.masked_invalid(matrix), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto"
+    )
 
 
 def _annotate_cells(axes: Any, matrix: np.ndarray, fontsize: float) -> None:
@@ -221,7 +226,6 @@ def accuracy_matrices_figure(results: Mapping[str, Any]) -> Figure | None:
     panel = float(np.clip(1.6 + 0.1 * num_tasks, 2.3, 3.4))
     figure = _new_figure(min(1.6 + columns * panel, 15.0), 0.9 + rows * (panel + 0.3))
     grid = figure.subplots(rows, columns, squeeze=False)
-    colour_map = matplotlib.colormaps["viridis"].with_extremes(bad=MISSING_COLOUR)
     annotate = num_tasks <= MATRICES_ANNOTATE_MAX_TASKS
     ticks = _panel_ticks(num_tasks)
     row_ticks = [0, *(j + 1 for j in ticks)]
@@ -232,9 +236,7 @@ def accuracy_matrices_figure(results: Mapping[str, Any]) -> Figure | None:
     image = None
     for index, (axes, (label, entry)) in enumerate(zip(panels, drawn, strict=True)):
         matrix = accuracy_array(entry, num_tasks)
-        image = axes.imshow(
-            np.ma.masked_invalid(matrix), cmap=colour_map, vmin=0.0, vmax=1.0, aspect="auto"
-        )
+        image = _draw_accuracy(axes, matrix)
         axes.set_xticks(ticks, [str(j + 1) for j in ticks], fontsize=font)
         axes.set_yticks(row_ticks, ["untrained" if i == 0 else str(i) for i in row_ticks])
         axes.tick_params(axis="y", labelsize=font, labelleft=index % columns == 0)
