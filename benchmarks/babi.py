@@ -10,7 +10,8 @@ prints the Markdown tables of ``benchmarks/RESULTS.md`` (section 5):
 
 Each group writes ``OUT/<group>_seed<k>/`` (results.json, metrics.csv, report.html with the
 accuracy-matrix heatmaps); ``--resume`` continues interrupted runs, ``--tables`` only prints the
-tables of finished runs. Usage::
+tables of finished runs. With ``--jobs N`` each strategy is one job of a local ``lifelong sweep``
+in ``OUT/parts/<group>_seed<k>/`` (rerunning skips finished ones and continues the others). Usage::
 
     .venv/bin/python benchmarks/babi.py                      # both groups, seed 0
     .venv/bin/python benchmarks/babi.py --groups memnet --threads 2
@@ -23,8 +24,6 @@ Data: ``$LIFELONG_DATA`` or ``$LIFELONG_SHARED_DATA`` (``babi/en`` inside it).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from lifelong.config import RunConfig
 from lifelong.experiment import run_experiment
 from lifelong.report import build_report
 from lifelong.results import RunResults, load_results
-from lifelong.runner import safe_filename
+from lifelong.sweep import build_sweep, prepare_run_dirs, run_local
 
 GROUPS: dict[str, dict[str, Any]] = {
     # MemN2N: 3 hops, d = 50 (the paper's joint setting), PE, TE, RN, 50 most recent statements.
@@ -126,7 +125,7 @@ class GroupRun:
     out: Path
     specs: list[str]
     resume: bool = False
-    jobs: int = 1  # strategies run at once, one process and one torch thread each
+    jobs: int = 1  # strategies run at once (a local sweep), one process and one thread each
 
 
 def run_group(run: GroupRun) -> Path:
@@ -151,36 +150,20 @@ def run_group(run: GroupRun) -> Path:
 
 
 def _run_parts(run: GroupRun) -> RunResults:
-    group, seed, overrides, out, specs = run.group, run.seed, run.overrides, run.out, run.specs
-    parts = {spec: out / "parts" / f"{group}_seed{seed}" / safe_filename(spec) for spec in specs}
-    pending = specs[::-1]  # the costliest (listed last) first
-    running: list[subprocess.Popen] = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    failed = []
-    while pending or running:
-        while pending and len(running) < run.jobs:
-            spec = pending.pop(0)
-            command = [sys.executable, __file__, "--part", group, str(seed), spec, str(parts[spec])]
-            command += ["--resume"] if run.resume else []
-            for flag in ("tasks", "train_samples", "test_samples", "epochs"):
-                if overrides.get(flag) is not None:
-                    command += [f"--{flag.replace('_', '-')}", str(overrides[flag])]
-            print(f"  start {spec} -> {parts[spec]}", flush=True)
-            running.append(subprocess.Popen(command, env=env))
-        time.sleep(2)
-        for process in [p for p in running if p.poll() is not None]:
-            running.remove(process)
-            if process.returncode:
-                failed.append(" ".join(process.args[3:6]))
-    if failed:
-        print(f"  parts that failed (their saved tasks are kept): {failed}", flush=True)
-    merged = RunResults(
-        config=config_for(group, seed, overrides, specs).to_dict(),
-        stream=load_results(parts[specs[0]]).stream,
-    )
-    for spec in specs:
-        if (parts[spec] / "results.json").exists():
-            merged.strategies.update(load_results(parts[spec]).strategies)
+    """One ``lifelong sweep`` job per strategy (``OUT/parts/<group>_seed<k>/strategies=...``),
+    ``jobs`` at a time with one torch thread each, merged into one results object."""
+    config = config_for(run.group, run.seed, run.overrides, run.specs).to_dict()
+    base = {k: v for k, v in config.items() if k != "strategies"}
+    sweep = build_sweep(base, {"strategies": [[spec] for spec in run.specs]})
+    out = run.out / "parts" / f"{run.group}_seed{run.seed}"
+    prepare_run_dirs(sweep, out)
+    states = run_local(sweep, out, jobs=run.jobs, threads=1)
+    finished = [out / s.name for s in states if (out / s.name / "results.json").exists()]
+    if not finished:
+        raise SystemExit(f"no strategy of {run.group} saved results; see the logs in {out}")
+    merged = RunResults(config=config, stream=load_results(finished[0]).stream)
+    for run_dir in finished:
+        merged.strategies.update(load_results(run_dir).strategies)
     return merged
 
 
@@ -249,14 +232,17 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--out", type=Path, default=OUT_DIR / "babi")
-    parser.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue interrupted runs (with --jobs > 1 finished strategies are always skipped)",
+    )
     parser.add_argument(
         "--jobs", type=int, default=1, help="strategies run in parallel, one thread each"
     )
     parser.add_argument(
         "--strategies", nargs="+", help="only these of each group's strategies (as listed there)"
     )
-    parser.add_argument("--part", nargs=4, help=argparse.SUPPRESS)  # group seed spec run_dir
     parser.add_argument("--tables", action="store_true", help="only print tables of finished runs")
     args = parser.parse_args()
     if args.threads:
@@ -267,11 +253,6 @@ def main() -> None:
         "test_samples": args.test_samples,
         "epochs": args.epochs,
     }
-    if args.part:  # one strategy of a group, in a worker process of --jobs
-        group, seed, spec, run_dir = args.part
-        config = config_for(group, int(seed), overrides, [spec])
-        run_experiment(config, Path(run_dir), resume=args.resume)
-        return
     print(f"machine: {machine()}", flush=True)
     for group in args.groups:
         for seed in args.seeds:
