@@ -1,12 +1,14 @@
 """The 20 bAbI QA tasks one after another: finetune vs joint (memnet, lm) and LAMOL (lm).
 
-Runs ``lifelong.experiment.run_experiment`` (what ``lifelong run`` does) for two groups and
+Runs ``lifelong.experiment.run_experiment`` (what ``lifelong run`` does) for groups of runs and
 prints the Markdown tables of ``benchmarks/RESULTS.md`` (section 5):
 
 * ``memnet``: the end-to-end memory network (the default text model) with finetune and joint;
   its joint accuracy per task is compared with MemN2N's published 1k results.
 * ``lm``: the GRU language model with finetune, joint and lamol; its joint accuracy per task is
   compared with the LSTM baseline of Weston et al. (2015).
+* ``lm-domain``, ``memnet-domain``: the same in the domain scenario (one answer vocabulary for
+  all tasks, no task id when answering: LAMOL's own setting).
 
 Each group writes ``OUT/<group>_seed<k>/`` (results.json, metrics.csv, report.html with the
 accuracy-matrix heatmaps); ``--resume`` continues interrupted runs, ``--tables`` only prints the
@@ -75,6 +77,34 @@ GROUPS: dict[str, dict[str, Any]] = {
         ),
         "published": "lm",
     },
+    # The same LM in the domain scenario: one answer vocabulary shared by all tasks and no task
+    # id when answering, the setting of the LAMOL paper (its QA input is "context question ANS";
+    # the task token only starts the generation of pseudo examples). Here fine-tuning loses the
+    # old tasks' answer words, not only their content.
+    "lm-domain": {
+        "model": "lm",
+        "scenario": "domain",
+        "stream_options": {"max_sentences": 20},
+        "epochs": 10,
+        "lr": 0.003,
+        "strategies": (
+            "finetune",
+            "joint",
+            "lamol:lambda=1,gamma=1",
+            "lamol:lambda=1,gamma=1,answers=model",
+        ),
+        "published": "lm",
+    },
+    # The memory network in the domain scenario, for comparison with lm-domain.
+    "memnet-domain": {
+        "model": "memnet",
+        "scenario": "domain",
+        "stream_options": {},
+        "epochs": 20,
+        "lr": 0.01,
+        "strategies": ("finetune", "joint"),
+        "published": "memnet",
+    },
 }
 BATCH_SIZE = 32
 
@@ -101,6 +131,7 @@ def config_for(
             "data_dir": str(data_dir()),
             "stream": "babi",
             "stream_options": dict(g["stream_options"]),
+            "scenario": g.get("scenario"),
             "tasks": overrides.get("tasks"),
             "train_samples": overrides.get("train_samples"),
             "test_samples": overrides.get("test_samples"),

@@ -1,4 +1,5 @@
-"""LAMOL on the babi stream: settings, pseudo-samples from the model only, less forgetting."""
+"""LAMOL on the babi stream: settings, pseudo-samples from the model only, less forgetting (task
+and domain scenarios)."""
 
 from __future__ import annotations
 
@@ -168,3 +169,29 @@ def test_pseudo_answers_sampled_or_the_models_own(task20_model, answers):
         assert agree == 1.0
     else:
         assert agree < 0.99
+
+
+@pytest.fixture(scope="module")
+def answers_then_yes_no(shared_data) -> Stream:
+    """Domain scenario: task 20 (places and motivations as answers), then task 6 (yes or no)."""
+    return build_stream(
+        "babi",
+        data_dir=shared_data,
+        order=[20, 6],
+        scenario="domain",
+        train_samples=500,
+        test_samples=200,
+        max_sentences=10,
+    )
+
+
+def test_in_the_domain_scenario_lamol_keeps_the_old_answers(answers_then_yes_no):
+    """One answer vocabulary and no task id when answering (the paper's setting): fine-tuning on
+    yes/no questions makes the model answer the old questions with yes or no; LAMOL's replay of
+    its own pseudo examples keeps the old answers."""
+    stream = answers_then_yes_no
+    finetune = learn_stream(stream, "finetune", model="lm", train=TRAIN, seed=0)
+    lamol = learn_stream(stream, create_strategy("lamol"), model="lm", train=TRAIN, seed=0)
+    assert finetune.accuracy_matrix[1][0] > 0.8 and finetune.accuracy_matrix[2][0] < 0.2
+    assert lamol.accuracy_matrix[1][0] > 0.8 and lamol.accuracy_matrix[2][0] > 0.6
+    assert lamol.metrics()["bwt"] > finetune.metrics()["bwt"] + 0.4

@@ -32,6 +32,12 @@ class Lamol(Strategy):
       example of an earlier task is kept: the pseudo examples are regenerated before every task
       from the current model and replace the previous ones.
 
+    The paper's QA model answers without being told the task (its input is ``context question
+    ANS``; the task token only starts the generation of pseudo examples): that is the domain
+    scenario here (``--scenario domain``, one answer vocabulary for all tasks), where a model
+    that forgets a task also forgets which words answer it. In the task scenario the answer is
+    read over the task's own answer words, as for every other strategy.
+
     A pseudo example is kept only when it is well-formed (see
     :meth:`lifelong.text_models.GRULanguageModel.decode`) and its answer is one of its task's
     answer words; the others are discarded and drawn again, at most ``attempts`` rounds. The
