@@ -77,34 +77,25 @@ GROUPS: dict[str, dict[str, Any]] = {
         ),
         "published": "lm",
     },
-    # The same LM in the domain scenario: one answer vocabulary shared by all tasks and no task
-    # id when answering, the setting of the LAMOL paper (its QA input is "context question ANS";
-    # the task token only starts the generation of pseudo examples). Here fine-tuning loses the
-    # old tasks' answer words, not only their content.
-    "lm-domain": {
-        "model": "lm",
-        "scenario": "domain",
-        "stream_options": {"max_sentences": 20},
-        "epochs": 10,
-        "lr": 0.003,
-        "strategies": (
-            "finetune",
-            "joint",
-            "lamol:lambda=1,gamma=1",
-            "lamol:lambda=1,gamma=1,answers=model",
-        ),
-        "published": "lm",
-    },
-    # The memory network in the domain scenario, for comparison with lm-domain.
-    "memnet-domain": {
-        "model": "memnet",
-        "scenario": "domain",
-        "stream_options": {},
-        "epochs": 20,
-        "lr": 0.01,
-        "strategies": ("finetune", "joint"),
-        "published": "memnet",
-    },
+}
+# The same models in the domain scenario: one answer vocabulary shared by all tasks and no task id
+# when answering, the setting of the LAMOL paper (its QA input is "context question ANS"; the
+# task token only starts the generation of pseudo examples). Here fine-tuning loses the old
+# tasks' answer words, not only their content.
+GROUPS["lm-domain"] = {
+    **GROUPS["lm"],
+    "scenario": "domain",
+    "strategies": (
+        "finetune",
+        "joint",
+        "lamol:lambda=1,gamma=1",
+        "lamol:lambda=1,gamma=1,answers=model",
+    ),
+}
+GROUPS["memnet-domain"] = {
+    **GROUPS["memnet"],
+    "scenario": "domain",
+    "strategies": ("finetune", "joint"),
 }
 BATCH_SIZE = 32
 
