@@ -22,17 +22,23 @@ pytestmark = pytest.mark.shared_data
 TRAIN = TrainConfig(epochs=5, batch_size=32, optimizer="adam", lr=0.01)
 
 
-@pytest.fixture(scope="module")
-def two_tasks(shared_data) -> Stream:
-    """Task 20 (learned well in a few epochs) then task 4, 500 questions each."""
+def _two_tasks(data_dir, order: list[int], scenario: str = "task") -> Stream:
+    """Two bAbI tasks of 500 training and 200 test questions, stories cut to 10 statements."""
     return build_stream(
         "babi",
-        data_dir=shared_data,
-        order=[20, 4],
+        data_dir=data_dir,
+        order=order,
+        scenario=scenario,
         train_samples=500,
         test_samples=200,
         max_sentences=10,
     )
+
+
+@pytest.fixture(scope="module")
+def two_tasks(shared_data) -> Stream:
+    """Task 20 (learned well in a few epochs) then task 4."""
+    return _two_tasks(shared_data, [20, 4])
 
 
 @pytest.fixture(scope="module")
@@ -174,15 +180,7 @@ def test_pseudo_answers_sampled_or_the_models_own(task20_model, answers):
 @pytest.fixture(scope="module")
 def answers_then_yes_no(shared_data) -> Stream:
     """Domain scenario: task 20 (places and motivations as answers), then task 6 (yes or no)."""
-    return build_stream(
-        "babi",
-        data_dir=shared_data,
-        order=[20, 6],
-        scenario="domain",
-        train_samples=500,
-        test_samples=200,
-        max_sentences=10,
-    )
+    return _two_tasks(shared_data, [20, 6], scenario="domain")
 
 
 def test_in_the_domain_scenario_lamol_keeps_the_old_answers(answers_then_yes_no):
