@@ -15,7 +15,7 @@ accuracy-matrix heatmaps); ``--resume`` continues interrupted runs, ``--tables``
 tables of finished runs. With ``--jobs N`` each strategy is one job of a local ``lifelong sweep``
 in ``OUT/parts/<group>_seed<k>/`` (rerunning skips finished ones and continues the others). Usage::
 
-    .venv/bin/python benchmarks/babi.py                      # both groups, seed 0
+    .venv/bin/python benchmarks/babi.py                      # every group, seed 0
     .venv/bin/python benchmarks/babi.py --groups memnet --threads 2
     .venv/bin/python benchmarks/babi.py --jobs 2             # strategies in parallel
     .venv/bin/python benchmarks/babi.py --tables             # tables from existing results
