@@ -82,15 +82,12 @@ def test_order_option_and_tasks(shared_data):
 
 
 def test_samples_are_seeded(shared_data):
-    a = build_stream(
-        "babi", data_dir=shared_data, tasks=2, train_samples=30, test_samples=20, seed=3
-    )
-    b = build_stream(
-        "babi", data_dir=shared_data, tasks=2, train_samples=30, test_samples=20, seed=3
-    )
-    c = build_stream(
-        "babi", data_dir=shared_data, tasks=2, train_samples=30, test_samples=20, seed=4
-    )
+    def draw(seed: int) -> Stream:
+        return build_stream(
+            "babi", data_dir=shared_data, tasks=2, train_samples=30, test_samples=20, seed=seed
+        )
+
+    a, b, c = draw(3), draw(3), draw(4)
     assert len(a.tasks[0].train) == 30 and len(a.tasks[1].test) == 20
     assert torch.equal(a.tasks[0].train.x, b.tasks[0].train.x)
     assert torch.equal(a.tasks[1].train.y, b.tasks[1].train.y)
