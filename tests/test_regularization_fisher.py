@@ -15,6 +15,7 @@ from lifelong.strategies.regularization.persample import (
     log_likelihood_loss,
     per_sample_gradient_sum,
     sample_labels,
+    squared_output_norm,
 )
 from lifelong.streams.base import TaskData
 
@@ -194,3 +195,70 @@ def test_ewc_fisher_uses_the_task_head_in_the_task_scenario(split_task_stream) -
     head = fisher["head.weight"]
     assert head[2:4].abs().sum() > 0
     assert head[:2].abs().sum() == 0 and head[4:].abs().sum() == 0
+
+
+class TiedNet(nn.Module):
+    """Tied weights, two ways: ``dec`` shares ``mid``'s weight (two modules, one tensor), or
+    ``mid``'s weight is used a second time outside its module (``F.linear``)."""
+
+    def __init__(self, use: str) -> None:
+        super().__init__()
+        self.use = use
+        self.inp = nn.Linear(16, 6)
+        self.mid = nn.Linear(6, 6)
+        if use == "modules":
+            self.dec = nn.Linear(6, 6)
+            self.dec.weight = self.mid.weight
+        self.out = nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x.flatten(1)))
+        h = torch.tanh(self.mid(h))
+        if self.use == "functional":
+            h = torch.tanh(F.linear(h, self.mid.weight))
+        else:
+            h = torch.tanh(self.dec(h))
+        return self.out(h)
+
+
+def loop_mas(model: nn.Module, x) -> dict[str, torch.Tensor]:
+    """Reference: one backward of ``‖f(x)‖²`` per sample, absolute value, averaged."""
+    total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(len(x)):
+        model.zero_grad()
+        model(x[i : i + 1]).square().sum().backward()
+        for n, p in model.named_parameters():
+            total[n] += p.grad.abs()
+    return {n: t / len(x) for n, t in total.items()}
+
+
+@pytest.mark.parametrize("use", ["modules", "functional"])
+def test_tied_weights_get_the_gradient_of_every_use(use: str) -> None:
+    """Regression (issue 12): with ``mid.weight`` shared by ``dec`` (or reused by ``F.linear``),
+    the outer-product route summed only ``mid``'s own use and that weight's Fisher / MAS
+    importance was ~99 % wrong. The references are plain per-sample autograd loops.
+    Deliberate bugs: skipping ``_check_sole_use`` fails the ``functional`` case; skipping it and
+    dropping the ``uses`` check in ``_factorisable_linears`` (the code before the fix) fails
+    both (36/36 elements of ``mid.weight`` wrong)."""
+    torch.manual_seed(0)
+    model = TiedNet(use).double()
+    x, y = data()
+    fisher = per_sample_gradient_sum(model, log_likelihood_loss(None), [(x, y)], "square")
+    mas = per_sample_gradient_sum(model, squared_output_norm(None), [(x, y)], "abs")
+    fisher_ref = loop_fisher(model, x, y, (0, 6))
+    mas_ref = loop_mas(model, x)
+    assert set(fisher) == set(fisher_ref)
+    for name in fisher_ref:
+        torch.testing.assert_close(fisher[name] / len(x), fisher_ref[name], rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(mas[name] / len(x), mas_ref[name], rtol=1e-6, atol=1e-9)
+    assert fisher_ref["mid.weight"].abs().max() > 1e-4  # a non-trivial check
+
+
+def test_tied_layers_leave_the_fast_route_and_the_others_keep_it() -> None:
+    """Only the layers sharing a tensor go generic (the rest stay on the outer-product route).
+    Deliberate bug: dropping the ``uses`` check keeps ``mid.`` and ``dec.`` here: fails."""
+    from lifelong.strategies.regularization.persample import _factorisable_linears
+
+    model = TiedNet("modules")
+    params = dict(model.named_parameters())
+    assert set(_factorisable_linears(model, params)) == {"inp.", "out."}

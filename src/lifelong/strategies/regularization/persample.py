@@ -20,7 +20,10 @@ Two exact routes, chosen per parameter:
   and one matrix product per layer gives the exact sum without ever holding ``chunk × weights``
   numbers. For the 784-100-100-10 MLP this is an order of magnitude faster than the generic
   route. Whether a layer qualifies is checked on every chunk (called exactly once, on inputs of
-  shape ``[1, in]`` per sample); otherwise the whole computation falls back to the generic route.
+  shape ``[1, in]`` per sample, with weight and bias registered once, i.e. not tied to another
+  module, and used nowhere else: on the first chunk the summed outer products must equal the
+  ordinary gradient of the weight); otherwise the whole computation falls back to the generic
+  route.
 
 The model is put in eval mode while gradients are taken (a per-sample forward pass must not
 update batch-norm statistics or draw dropout masks).
@@ -54,12 +57,21 @@ class _NotFactorisable(Exception):
 
 
 def _factorisable_linears(model: nn.Module, params: dict[str, Tensor]) -> dict[str, nn.Linear]:
-    """Plain ``nn.Linear`` modules whose trainable parameters can use the outer-product route."""
+    """Plain ``nn.Linear`` modules whose trainable parameters can use the outer-product route.
+
+    A layer whose weight or bias is registered more than once (tied weights: the same tensor
+    shared with another module, or the module itself registered under two names) is left to the
+    generic route: its gradient has a term from every use, and the outer product sees only one.
+    """
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
     found = {}
     for name, module in model.named_modules():
         if type(module) is nn.Linear:
             prefix = f"{name}." if name else ""
-            if f"{prefix}weight" in params:
+            own = [p for p in (module.weight, module.bias) if p is not None]
+            if f"{prefix}weight" in params and all(uses.get(id(p), 0) == 1 for p in own):
                 found[prefix] = module
     return found
 
@@ -97,6 +109,39 @@ def _generic_sums(
     return dict(zip(names, totals, strict=True))
 
 
+def _check_sole_use(
+    model: nn.Module,
+    sample_loss: SampleLoss,
+    params: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    batch: tuple[Tensor, Tensor],
+    found: dict[str, tuple[Tensor, Tensor]],
+) -> None:
+    """Raise :class:`_NotFactorisable` unless ``Σ_n δ_n a_nᵀ`` (and ``Σ_n δ_n``) of each layer
+    equal the full gradient of its weight (and bias) over ``batch``: a weight also used outside
+    its module (``F.linear(x, layer.weight)`` in a ``forward``) has a gradient term that the
+    layer's hook never sees. One ordinary forward and backward pass over the first chunk."""
+    x, target = batch
+    leaves = {
+        name: params[name].detach().requires_grad_()
+        for prefix in found
+        for name in (f"{prefix}weight", f"{prefix}bias")
+        if name in params
+    }
+    outputs = functional_call(model, ({**params, **leaves}, buffers), (x,))
+    total = vmap(sample_loss)(outputs, target).sum()
+    found_grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    grads = dict(zip(leaves, found_grads, strict=True))
+    for prefix, (a, delta) in found.items():
+        expected = {f"{prefix}weight": delta.T @ a, f"{prefix}bias": delta.sum(0)}
+        for name, want in expected.items():
+            if name not in grads:
+                continue
+            got, tol = grads[name], 1e-4 * float(want.abs().max()) + 1e-12
+            if got is None or not torch.allclose(got, want, rtol=1e-3, atol=tol):
+                raise _NotFactorisable(prefix)
+
+
 def _factorised_sums(
     model: nn.Module,
     sample_loss: SampleLoss,
@@ -105,6 +150,7 @@ def _factorised_sums(
     chunks: Iterable[tuple[Tensor, Tensor]],
     reduce: str,
     linears: dict[str, nn.Linear],
+    verify: bool = False,
 ) -> ParamDict:
     covered = {f"{prefix}{kind}" for prefix in linears for kind in ("weight", "bias")}
     generic = {name: p for name, p in params.items() if name not in covered}
@@ -149,11 +195,17 @@ def _factorised_sums(
             if generic:
                 values = _reduce([generic_grads[name] for name in generic], reduce)
                 torch._foreach_add_([totals[n] for n in generic], [v.sum(0) for v in values])
+            found = {}
             for prefix in linears:
                 a = inputs.get(prefix)
                 if calls[prefix] != 1 or a is None or a.dim() != 3 or a.shape[1] != 1:
                     raise _NotFactorisable(prefix)
-                a, delta = _reduce([a[:, 0, :], output_grads[prefix]], reduce)
+                found[prefix] = (a[:, 0, :], output_grads[prefix])
+            if verify:
+                _check_sole_use(model, sample_loss, params, buffers, (x, target), found)
+                verify = False
+            for prefix, (a, delta) in found.items():
+                a, delta = _reduce([a, delta], reduce)
                 if f"{prefix}weight" in totals:
                     totals[f"{prefix}weight"].addmm_(delta.T, a)
                 if f"{prefix}bias" in totals:
@@ -195,7 +247,7 @@ def per_sample_gradient_sum(
             # Whether every layer qualifies is structural: the first chunk decides.
             args = (model, sample_loss, params, buffers)
             try:
-                totals = _factorised_sums(*args, [first], reduce, linears)
+                totals = _factorised_sums(*args, [first], reduce, linears, verify=True)
             except _NotFactorisable:
                 totals = None
             if totals is not None:
