@@ -93,6 +93,8 @@ def test_paper_defaults():
         "top_k": 20,
         "attempts": 3,
         "answers": "sampled",
+        "keep": "task",
+        "ans_weight": 1.0,
     }
 
 

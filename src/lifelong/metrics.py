@@ -14,6 +14,10 @@ as in the papers (so that ``R[i, j]`` with i = j is the accuracy right after lea
 * learning accuracy = (1/T) sum_j R[j, j] (accuracy on each task right after learning it)
 
 BWT, FWT and forgetting average over T-1 tasks and are undefined (``None``) when T = 1.
+GEM's code (``metrics.py`` of facebookresearch/GradientEpisodicMemory), which produced the
+paper's tables, divides the same sums by T instead (a zero term for the last task in BWT, for the
+first in FWT), so its BWT and FWT are (T-1)/T times the paper's; ``over="t"`` computes that
+variant (the default ``"t-1"`` is the paper's definition, which does not shrink with T).
 Every function accepts a partial matrix (fewer than T+1 rows, when a run stopped early) and then
 reports the metrics of the tasks learned so far: t = rows - 1 tasks, evaluated on tasks 1..t.
 """
@@ -25,6 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 
 Matrix = Sequence[Sequence[float]] | np.ndarray
+
+AVERAGES = ("t-1", "t")
+"""Denominators of BWT and FWT: the paper's T-1 (default) or T, as GEM's code averages."""
 
 
 def _as_matrix(r: Matrix) -> tuple[np.ndarray, int]:
@@ -44,20 +51,30 @@ def average_accuracy(r: Matrix) -> float | None:
     return None if t == 0 else float(m[t, :t].mean())
 
 
-def backward_transfer(r: Matrix) -> float | None:
-    """BWT: mean change in accuracy on earlier tasks since they were learned (GEM Sec. 2)."""
+def _transfer_mean(terms: list[float], t: int, over: str) -> float:
+    if over not in AVERAGES:
+        raise ValueError(f"over must be one of {', '.join(AVERAGES)}, got {over!r}")
+    return float(np.sum(terms) / (t - 1 if over == "t-1" else t))
+
+
+def backward_transfer(r: Matrix, over: str = "t-1") -> float | None:
+    """BWT: mean change in accuracy on earlier tasks since they were learned (GEM Sec. 2).
+
+    ``over="t"`` divides the sum by T, as GEM's code does, instead of the paper's T-1."""
     m, t = _as_matrix(r)
     if t < 2:
         return None
-    return float(np.mean([m[t, j - 1] - m[j, j - 1] for j in range(1, t)]))
+    return _transfer_mean([m[t, j - 1] - m[j, j - 1] for j in range(1, t)], t, over)
 
 
-def forward_transfer(r: Matrix) -> float | None:
-    """FWT: accuracy on each task before learning it, minus the untrained model's (GEM Sec. 2)."""
+def forward_transfer(r: Matrix, over: str = "t-1") -> float | None:
+    """FWT: accuracy on each task before learning it, minus the untrained model's (GEM Sec. 2).
+
+    ``over="t"`` divides the sum by T, as GEM's code does, instead of the paper's T-1."""
     m, t = _as_matrix(r)
     if t < 2:
         return None
-    return float(np.mean([m[j - 1, j - 1] - m[0, j - 1] for j in range(2, t + 1)]))
+    return _transfer_mean([m[j - 1, j - 1] - m[0, j - 1] for j in range(2, t + 1)], t, over)
 
 
 def forgetting(r: Matrix) -> float | None:
@@ -75,12 +92,13 @@ def learning_accuracy(r: Matrix) -> float | None:
     return None if t == 0 else float(np.mean([m[j, j - 1] for j in range(1, t + 1)]))
 
 
-def summarize(r: Matrix) -> dict[str, float | None]:
-    """All metrics of one accuracy matrix, keyed as in results.json."""
+def summarize(r: Matrix, over: str = "t-1") -> dict[str, float | None]:
+    """All metrics of one accuracy matrix, keyed as in results.json (``over``: BWT and FWT's
+    denominator, see :data:`AVERAGES`)."""
     return {
         "acc": average_accuracy(r),
-        "bwt": backward_transfer(r),
-        "fwt": forward_transfer(r),
+        "bwt": backward_transfer(r, over),
+        "fwt": forward_transfer(r, over),
         "forgetting": forgetting(r),
         "learning_accuracy": learning_accuracy(r),
     }

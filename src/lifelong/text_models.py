@@ -418,9 +418,13 @@ class GRULanguageModel(nn.Module):
         targets = torch.stack([answers, torch.full_like(answers, self.eos)], 1)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
-    def lm_loss(self, x: Tensor, answers: Tensor, task_ids: Tensor) -> Tensor:
+    def lm_loss(
+        self, x: Tensor, answers: Tensor, task_ids: Tensor, ans_weight: float = 1.0
+    ) -> Tensor:
         """LAMOL's LM loss: cross-entropy of generating ``story ... question ANS answer EOS``
-        after the task's token, averaged over the tokens of the batch."""
+        after the task's token, averaged over the tokens of the batch. ``ans_weight`` weighs the
+        ``ANS`` marker as a target (LAMOL's code: 5), the mean then being weighted too, as
+        ``F.cross_entropy(weight=...)`` does."""
         tokens, lengths = self.context_tokens(x)
         b = len(tokens)
         full = torch.cat([(self.task0 + task_ids).unsqueeze(1), tokens, tokens.new_zeros(b, 2)], 1)
@@ -431,7 +435,13 @@ class GRULanguageModel(nn.Module):
         states = self._states(inputs, lengths + 2)
         positions = torch.arange(inputs.shape[1], device=x.device).expand(b, -1)
         logits = self._logits(self._read(states, states, positions))
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0)
+        weight = None
+        if ans_weight != 1.0:
+            weight = torch.ones(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+            weight[self.ans] = ans_weight
+        return F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), weight=weight, ignore_index=0
+        )
 
     # ---- generation ----------------------------------------------------------------------------
     @torch.no_grad()

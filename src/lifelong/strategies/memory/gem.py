@@ -84,7 +84,9 @@ def memory_gradients(
     return torch.cat([g.reshape(len(x), -1) for g in grads.values()], dim=1)
 
 
-def solve_gem_dual(g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 1e-6) -> Tensor:
+def solve_gem_dual(
+    g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 1e-6, relative: bool = True
+) -> Tensor:
     """GEM's projected gradient: solve the dual QP with quadprog and map back (float64 inside).
 
     Args:
@@ -94,6 +96,7 @@ def solve_gem_dual(g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 
         ridge: added to the diagonal of ``G G^T``, relative to its mean diagonal, so the QP is
             strictly convex as quadprog requires even when two memory gradients coincide; the
             constraints then hold up to ``ridge * mean(diag) * v_k``.
+        relative: ``False``: ``ridge`` is added as is (the authors' code adds ``eps = 1e-3``).
 
     Returns ``g~ = G^T v* + g``. With ``v >= gamma`` the KKT conditions give
     ``G g~ = lambda >= 0`` (``lambda`` the multipliers of the bounds), so every constraint
@@ -104,20 +107,21 @@ def solve_gem_dual(g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 
     t = len(G)
     gram = G @ G.T
     gram = 0.5 * (gram + gram.T)
-    gram += np.eye(t) * ridge * max(float(np.trace(gram)) / t, 1e-30)
+    scale = max(float(np.trace(gram)) / t, 1e-30) if relative else 1.0
+    gram += np.eye(t) * ridge * scale
     # quadprog.solve_qp minimises 1/2 v^T A v - a^T v subject to C^T v >= b.
     v = quadprog.solve_qp(gram, -(G @ gv), np.eye(t), np.full(t, float(margin)))[0]
     return torch.from_numpy(G.T @ v + gv).to(dtype=g.dtype, device=g.device)
 
 
 def gem_project(
-    g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 1e-6
+    g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 1e-6, relative: bool = True
 ) -> tuple[Tensor, bool]:
     """``(g~, solved)``: ``g`` unchanged when ``<g, g_k> >= 0`` for every past ``k`` (no QP is
     solved, as in the paper), else the solution of :func:`solve_gem_dual`."""
     if len(past) == 0 or bool((past @ g >= 0).all()):
         return g, False
-    return solve_gem_dual(g, past, margin, ridge), True
+    return solve_gem_dual(g, past, margin, ridge, relative), True
 
 
 @register
@@ -137,8 +141,15 @@ class GEM(Strategy):
             code it is a lower bound on the dual variables (``v >= gamma``), which keeps every
             constraint ``<g~, g_k> >= 0`` satisfied; adding gamma to the optimal ``v*`` after
             solving, the literal reading, can break them.
-        ridge: relative Tikhonov term on ``G G^T`` for a strictly convex QP (not in the paper;
-            a numerical safeguard for coinciding memory gradients).
+        ridge: Tikhonov term on ``G G^T`` for a strictly convex QP (not in the paper; a
+            numerical safeguard for coinciding memory gradients). Default 1e-6 relative to the
+            mean of ``diag(G G^T)``, so that it does not depend on the scale of the gradients.
+        absolute_ridge: add ``ridge`` as is, as the authors' code does with its ``eps = 1e-3``
+            (use ``ridge=1e-3,absolute_ridge=true`` for their setting, which produced the
+            paper's numbers). Not the default: an absolute 1e-3 is large next to ``G G^T`` of
+            small gradients (late in training every ``|g_k|² ≪ 1e-3``), and then the constraints
+            hold only up to ``1e-3 · v_k``; the relative ridge keeps the same small
+            perturbation at every scale.
 
     Memory: the most recent ``memory_per_task`` training samples of each task (a ring buffer
     filled as batches arrive, as in the authors' code; the paper leaves the choice open).
@@ -151,7 +162,11 @@ class GEM(Strategy):
     family = "memory"
 
     def __init__(
-        self, memory_per_task: int = 256, margin: float = 0.5, ridge: float = 1e-6
+        self,
+        memory_per_task: int = 256,
+        margin: float = 0.5,
+        ridge: float = 1e-6,
+        absolute_ridge: bool = False,
     ) -> None:
         if memory_per_task < 1:
             raise ConfigError(f"gem: memory_per_task must be at least 1, got {memory_per_task}")
@@ -162,6 +177,7 @@ class GEM(Strategy):
         self.memory_per_task = memory_per_task
         self.margin = margin
         self.ridge = ridge
+        self.absolute_ridge = bool(absolute_ridge)
         self.memory = EpisodicMemory(memory_per_task)
         self.seconds = dict.fromkeys(
             ("current_gradient", "memory_gradients", "qp", "update", "memory_update"), 0.0
@@ -204,7 +220,9 @@ class GEM(Strategy):
             mid = time.perf_counter()
             params = trainable(model)
             g = flat_grad(params)
-            projected, solved = gem_project(g, past, self.margin, self.ridge)
+            projected, solved = gem_project(
+                g, past, self.margin, self.ridge, not self.absolute_ridge
+            )
             if solved:
                 write_flat_grad(params, projected)
                 self.qp_solves += 1

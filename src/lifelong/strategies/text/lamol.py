@@ -44,6 +44,14 @@ class Lamol(Strategy):
     paper uses GPT-2 (117M) on decaNLP tasks; here the language model is the small GRU of
     ``--model lm`` and the tasks are the bAbI tasks.
 
+    Where the authors' code (the source of the paper's numbers) differs, and how to get it:
+    it draws once and keeps every pseudo example that parses (``attempts=1,keep=parsed``; here
+    the answer must still be an answer word of some task, since labels are output columns), and
+    it weighs the ``ANS`` token five times in the cross-entropy (``ans_weight=5``). Our defaults
+    (3 rounds, the task's own answer words, weight 1) are kept because the small GRU draws few
+    well-formed examples, and an example whose answer belongs to another task teaches the
+    old task a wrong answer (benchmarks/RESULTS.md, section 5, was measured with them).
+
     Args:
         lambda_: weight of the LM loss (paper: 0.25).
         gamma: pseudo examples generated per real example of the new task (paper: 0.05 and
@@ -53,7 +61,13 @@ class Lamol(Strategy):
             bAbI tasks; training time grows with ``1 + gamma``).
         top_k: top-k sampling of the generation (paper: 20).
         attempts: sampling rounds to fill the quota of well-formed pseudo examples (1 = keep
-            only the first draw, as the paper does).
+            only the first draw, as the paper and the authors' code do). Default 3.
+        keep: which well-formed pseudo examples are kept: ``"task"`` (default) those whose
+            answer is an answer word of the task they were generated for; ``"parsed"`` any
+            whose answer is an answer word of the stream (the authors' code keeps everything
+            that parses).
+        ans_weight: weight of the ``ANS`` marker as a target of the LM loss (the authors' code:
+            5, its ``tokens_weight``; the paper does not mention it). Default 1.
         answers: the answer a pseudo example is trained with. ``"sampled"`` (the paper): the
             answer token the model sampled with the rest of the example. ``"model"``: the
             model's own QA answer to the sampled story and question (the argmax of its answer
@@ -83,6 +97,8 @@ class Lamol(Strategy):
         top_k: int = 20,
         attempts: int = 3,
         answers: str = "sampled",
+        keep: str = "task",
+        ans_weight: float = 1.0,
     ) -> None:
         if lambda_ < 0 or not math.isfinite(lambda_):
             raise ValueError(f"lambda must be >= 0, got {lambda_}")
@@ -95,7 +111,12 @@ class Lamol(Strategy):
         if answers not in ("sampled", "model"):
             raise ValueError(f"answers must be 'sampled' or 'model', got {answers!r}")
         self.lambda_, self.gamma, self.top_k, self.attempts = lambda_, gamma, top_k, attempts
+        if keep not in ("task", "parsed"):
+            raise ValueError(f"keep must be 'task' or 'parsed', got {keep!r}")
+        if ans_weight <= 0 or not math.isfinite(ans_weight):
+            raise ValueError(f"ans_weight must be > 0, got {ans_weight}")
         self.answers = answers
+        self.keep, self.ans_weight = keep, float(ans_weight)
         self.pseudo: dict[int, TaskData] = {}
         self.history: list[dict[str, int]] = []
 
@@ -131,14 +152,18 @@ class Lamol(Strategy):
         answers = model.answer_ids[batch.y]
         loss = model.qa_loss(batch.x, answers)
         if self.lambda_ > 0:
-            loss = loss + self.lambda_ * model.lm_loss(batch.x, answers, batch.task_ids)
+            loss = loss + self.lambda_ * model.lm_loss(
+                batch.x, answers, batch.task_ids, self.ans_weight
+            )
         return loss
 
     # ---- generation ----------------------------------------------------------------------------
     def _generate(self, model: GRULanguageModel, old: Task, count: int, now: int) -> TaskData:
         """``count`` well-formed pseudo examples of task ``old`` (fewer if ``attempts`` run out)."""
         start, stop = old.columns
-        column_of = {int(w): start + i for i, w in enumerate(model.answer_ids[start:stop].tolist())}
+        first, last = (start, stop) if self.keep == "task" else (0, len(model.answer_ids))
+        words = model.answer_ids[first:last].tolist()
+        column_of = {int(w): first + i for i, w in enumerate(words)}
         device = model.answer_ids.device
         xs: list[Tensor] = []
         ys: list[int] = []
