@@ -18,11 +18,9 @@ import time
 from typing import Any
 
 import numpy as np
-import quadprog
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Batch, Strategy, register
@@ -54,40 +52,156 @@ def write_flat_grad(params: dict[str, nn.Parameter], vector: Tensor) -> None:
         offset += n
 
 
+def _task_losses(logits: Tensor, y: Tensor, weights: Tensor, mask: Tensor | None) -> Tensor:
+    """``Σ_n w_n CE_n``: with ``w_n = 1/count`` on a task's samples, each task's mean loss."""
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return (F.cross_entropy(logits, y, reduction="none") * weights).sum()
+
+
+def _samplewise_linears(model: nn.Module, params: dict[str, Tensor]) -> dict[str, nn.Linear] | None:
+    """The plain ``nn.Linear`` modules that own every parameter in ``params``, or ``None`` when
+    some parameter belongs to another module or a module normalises over the batch (then one
+    forward pass over all memories would mix the tasks' samples)."""
+    linears: dict[str, nn.Linear] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            return None
+        if type(module) is nn.Linear:
+            linears[f"{name}." if name else ""] = module
+    owned = {f"{prefix}{kind}" for prefix in linears for kind in ("weight", "bias")}
+    if not set(params) <= owned:
+        return None
+    return {prefix: m for prefix, m in linears.items() if any(k.startswith(prefix) for k in params)}
+
+
+def _linear_memory_gradients(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    weights: Tensor,
+    masks: Tensor | None,
+    params: dict[str, Tensor],
+    linears: dict[str, nn.Linear],
+    out: Tensor,
+) -> Tensor | None:
+    """The outer-product route of :func:`memory_gradients` (``None``: the model does not fit it).
+
+    One ordinary forward pass over all ``tasks x per_task`` memories and one backward pass to the
+    outputs ``z`` of the Linear layers, of the weighted loss ``Σ_k L_k``. Each sample's loss
+    depends only on its own forward pass, so ``∂(Σ_k L_k)/∂z_n = ∂L_{k(n)}/∂z_n``: the backward
+    pass gives every sample the output gradient ``δ_n`` it has in its own task's loss. A Linear
+    layer's weight gradient of task ``k`` is then ``Σ_{n∈k} δ_n a_nᵀ`` (``a_n`` the layer's
+    input), one batched matrix product ``[k, out, n] @ [k, n, in]`` for all tasks, written
+    straight into ``out``; the bias gradient is ``Σ_{n∈k} δ_n``. The arithmetic is one forward
+    and one backward pass per memory sample, as with one backward pass per task, but in a few
+    large matrix products.
+    """
+    tasks, per_task = weights.shape
+    n = tasks * per_task
+    seen: dict[str, list[Tensor]] = {prefix: [] for prefix in linears}
+
+    def hook_for(prefix: str):
+        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            seen[prefix] += [args[0], output, args[0]._version, output._version]
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(prefix)) for prefix, m in linears.items()]
+    try:
+        logits = model(x.reshape(n, *x.shape[2:]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    for record in seen.values():
+        # every layer called once, on all samples, its input and output not changed in place
+        if len(record) != 4 or record[0].shape[0] != n or record[1].shape[0] != n:
+            return None
+        if record[0]._version != record[2] or record[1]._version != record[3]:
+            return None
+    mask = None if masks is None else masks.repeat_interleave(per_task, dim=0)
+    loss = _task_losses(logits.reshape(n, -1), y.reshape(n), weights.reshape(n), mask)
+    prefixes = list(linears)
+    deltas = torch.autograd.grad(loss, [seen[p][1] for p in prefixes], allow_unused=True)
+    delta_of = dict(zip(prefixes, deltas, strict=True))
+    offset = 0
+    for name, p in params.items():
+        prefix, kind = name.rsplit(".", 1) if "." in name else ("", name)
+        prefix = f"{prefix}." if prefix else ""
+        block = out[:, offset : offset + p.numel()]
+        offset += p.numel()
+        delta = delta_of[prefix]
+        if delta is None:
+            block.zero_()
+            continue
+        delta = delta.reshape(tasks, -1, delta.shape[-1])  # [tasks, per_task (x positions), out]
+        if kind == "weight":
+            a = seen[prefix][0].detach().reshape(tasks, -1, p.shape[1])
+            torch.bmm(delta.transpose(1, 2), a, out=block.view(tasks, *p.shape))
+        else:
+            torch.sum(delta, dim=1, out=block)
+    return out
+
+
 def memory_gradients(
-    model: nn.Module, x: Tensor, y: Tensor, weights: Tensor, masks: Tensor | None
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    weights: Tensor,
+    masks: Tensor | None,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """Gradients of every task's memory loss, ``[tasks, n_params]``, in one vectorised call.
+    """Gradients of every task's memory loss, ``[tasks, n_params]`` (the trainable parameters in
+    ``named_parameters`` order, flattened), all tasks in one pass.
 
     Args:
         x: ``[tasks, per_task, ...]`` stored inputs; y: ``[tasks, per_task]`` labels.
         weights: ``[tasks, per_task]`` per-sample weights (``1/count`` on stored samples, 0 on
             empty slots), so each task's loss is the mean cross-entropy over its memory.
         masks: ``[tasks, n_outputs]`` columns each task may predict (task scenario), or ``None``.
+        out: a ``[tasks, n_params]`` tensor to write into (e.g. a preallocated buffer).
 
-    ``torch.func.vmap`` over ``torch.func.grad`` runs the forward and backward passes of all tasks
-    together as batched matrix products: the same arithmetic as one backward pass per task, in
-    one call, and each task's backward sees only its own samples (a batched vector-Jacobian
-    product over a concatenated forward would instead cost ``tasks`` full backward passes).
+    Two exact routes. When every trainable parameter belongs to a plain ``nn.Linear`` layer
+    (called once on all samples, no batch normalisation): one forward and one backward pass over
+    all memories, then one batched matrix product per layer (:func:`_linear_memory_gradients`).
+    Otherwise ``torch.func.vmap`` over ``torch.func.grad`` of one task's loss: batched matrix
+    products too, each task's backward seeing only its own samples. Both cost one forward and one
+    backward pass per memory sample, the same arithmetic as a loop of one backward pass per task
+    (a batched vector-Jacobian product over a concatenated forward would instead cost ``tasks``
+    full backward passes).
     """
-    params = {n: p.detach() for n, p in trainable(model).items()}
+    params = trainable(model)
+    size = sum(p.numel() for p in params.values())
+    if out is None:
+        p = next(iter(params.values()))
+        out = torch.empty(len(x), size, dtype=p.dtype, device=p.device)
+    linears = _samplewise_linears(model, params)
+    if linears is not None:
+        done = _linear_memory_gradients(model, x, y, weights, masks, params, linears, out)
+        if done is not None:
+            return done
+    from torch.func import functional_call, grad, vmap  # imported on first use: ~1 s
+
+    detached = {n: p.detach() for n, p in params.items()}
     buffers = dict(model.named_buffers())
 
     def task_loss(p: dict[str, Tensor], xs: Tensor, ys: Tensor, ws: Tensor, mask: Tensor | None):
-        logits = functional_call(model, (p, buffers), (xs,))
-        if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
-        return (F.cross_entropy(logits, ys, reduction="none") * ws).sum()
+        return _task_losses(functional_call(model, (p, buffers), (xs,)), ys, ws, mask)
 
     in_dims = (None, 0, 0, 0, 0 if masks is not None else None)
-    grads = vmap(grad(task_loss), in_dims=in_dims)(params, x, y, weights, masks)
-    return torch.cat([g.reshape(len(x), -1) for g in grads.values()], dim=1)
+    grads = vmap(grad(task_loss), in_dims=in_dims)(detached, x, y, weights, masks)
+    return torch.cat([g.reshape(len(x), -1) for g in grads.values()], dim=1, out=out)
 
 
 def solve_gem_dual(
-    g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 1e-6, relative: bool = True
+    g: Tensor,
+    past: Tensor,
+    margin: float = 0.5,
+    ridge: float = 1e-6,
+    relative: bool = True,
+    dots: Tensor | None = None,
 ) -> Tensor:
-    """GEM's projected gradient: solve the dual QP with quadprog and map back (float64 inside).
+    """GEM's projected gradient: solve the dual QP with quadprog and map back.
 
     Args:
         g: ``[P]`` proposed gradient. past: ``[t, P]`` gradients of the past tasks' memories.
@@ -97,31 +211,40 @@ def solve_gem_dual(
             strictly convex as quadprog requires even when two memory gradients coincide; the
             constraints then hold up to ``ridge * mean(diag) * v_k``.
         relative: ``False``: ``ridge`` is added as is (the authors' code adds ``eps = 1e-3``).
+        dots: ``G g`` when already computed (the violation check needs it).
 
     Returns ``g~ = G^T v* + g``. With ``v >= gamma`` the KKT conditions give
     ``G g~ = lambda >= 0`` (``lambda`` the multipliers of the bounds), so every constraint
     ``<g~, g_k> >= 0`` holds while each past gradient is added with weight at least gamma.
+    The products with ``G`` (``G G^T``, ``G g``, ``G^T v``) run in the gradients' dtype where
+    they live; the ``t x t`` problem is solved in float64 (the authors' code does all of it in
+    float64 on the CPU, which costs a float64 copy of ``G`` at every solve).
     """
-    G = past.detach().double().cpu().numpy()
-    gv = g.detach().double().cpu().numpy()
-    t = len(G)
-    gram = G @ G.T
+    import quadprog  # only runs that solve a QP pay for the import
+
+    t = len(past)
+    gram = (past @ past.T).double().cpu().numpy()
     gram = 0.5 * (gram + gram.T)
     scale = max(float(np.trace(gram)) / t, 1e-30) if relative else 1.0
     gram += np.eye(t) * ridge * scale
+    lin = (past @ g if dots is None else dots).double().cpu().numpy()
     # quadprog.solve_qp minimises 1/2 v^T A v - a^T v subject to C^T v >= b.
-    v = quadprog.solve_qp(gram, -(G @ gv), np.eye(t), np.full(t, float(margin)))[0]
-    return torch.from_numpy(G.T @ v + gv).to(dtype=g.dtype, device=g.device)
+    v = quadprog.solve_qp(gram, -lin, np.eye(t), np.full(t, float(margin)))[0]
+    return torch.addmv(g, past.T, torch.from_numpy(v).to(dtype=g.dtype, device=g.device))
 
 
 def gem_project(
     g: Tensor, past: Tensor, margin: float = 0.5, ridge: float = 1e-6, relative: bool = True
 ) -> tuple[Tensor, bool]:
     """``(g~, solved)``: ``g`` unchanged when ``<g, g_k> >= 0`` for every past ``k`` (no QP is
-    solved, as in the paper), else the solution of :func:`solve_gem_dual`."""
-    if len(past) == 0 or bool((past @ g >= 0).all()):
+    solved, as in the paper), else the solution of :func:`solve_gem_dual`. The check is the one
+    host synchronisation of a GEM step: whether to solve the QP is a decision on the host."""
+    if len(past) == 0:
         return g, False
-    return solve_gem_dual(g, past, margin, ridge, relative), True
+    dots = past @ g
+    if bool((dots >= 0).all()):
+        return g, False
+    return solve_gem_dual(g, past, margin, ridge, relative, dots), True
 
 
 @register
@@ -186,18 +309,29 @@ class GEM(Strategy):
         self.constrained_steps = 0  # steps with at least one past task
         self.qp_solves = 0  # steps on which some constraint was violated
         self._mark = 0.0
-
-    def _sync(self, model: nn.Module) -> None:
-        p = next(model.parameters(), None)
-        if p is not None and p.is_cuda:
-            torch.cuda.synchronize(p.device)
+        self._buffer: Tensor | None = None
 
     def loss(self, model: nn.Module, batch: Batch, task: Task) -> Tensor:
         self._mark = time.perf_counter()
         return super().loss(model, batch, task)
 
+    def _scratch(self, tasks: int, params: dict[str, nn.Parameter]) -> Tensor:
+        """A reused ``[tasks, n_params]`` buffer for the memory gradients (a fresh 7 MB tensor
+        per step would cost page faults and zeroing on every step on a CPU)."""
+        size = sum(p.numel() for p in params.values())
+        p = next(iter(params.values()))
+        buf = self._buffer
+        if buf is None or buf.shape[1] != size or len(buf) < tasks or buf.device != p.device:
+            buf = torch.empty(
+                max(tasks, 2 * len(buf) if buf is not None else 0),
+                size,
+                dtype=p.dtype,
+                device=p.device,
+            )
+            self._buffer = buf
+        return buf[:tasks]
+
     def after_backward(self, model: nn.Module, batch: Batch, task: Task) -> None:
-        self._sync(model)
         start = time.perf_counter()
         self.seconds["current_gradient"] += start - self._mark
         rows = self.memory.rows_except(task.id)
@@ -213,20 +347,27 @@ class GEM(Strategy):
             if self.stream.scenario == "task":
                 ids = torch.tensor([self.memory.task_ids[r] for r in rows], device=device)
                 masks = self.stream.column_mask(ids)
-            past = memory_gradients(
-                model, self.memory.x[index], self.memory.y[index], self.memory.weights(rows), masks
-            )
-            self._sync(model)
-            mid = time.perf_counter()
             params = trainable(model)
-            g = flat_grad(params)
-            projected, solved = gem_project(
-                g, past, self.margin, self.ridge, not self.absolute_ridge
+            past = memory_gradients(
+                model,
+                self.memory.x[index],
+                self.memory.y[index],
+                self.memory.weights(rows),
+                masks,
+                out=self._scratch(len(rows), params),
             )
-            if solved:
+            g = flat_grad(params)
+            dots = past @ g
+            # The step's one host synchronisation: whether a QP is needed. On a GPU the time
+            # split below is therefore exact only at this point and after the QP.
+            violated = not bool((dots >= 0).all())
+            mid = time.perf_counter()
+            if violated:
+                projected = solve_gem_dual(
+                    g, past, self.margin, self.ridge, not self.absolute_ridge, dots
+                )
                 write_flat_grad(params, projected)
                 self.qp_solves += 1
-            self._sync(model)
             end = time.perf_counter()
             self.seconds["memory_gradients"] += mid - start
             self.seconds["qp"] += end - mid
@@ -234,12 +375,15 @@ class GEM(Strategy):
         self._mark = time.perf_counter()
 
     def after_step(self, model: nn.Module, batch: Batch, task: Task) -> None:
-        self._sync(model)
         start = time.perf_counter()
         self.seconds["update"] += start - self._mark
         self.memory.write_recent(task.id, batch.x, batch.y)
         self.seconds["memory_update"] += time.perf_counter() - start
         self.steps += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """As the base class, without the scratch buffer (it holds nothing between steps)."""
+        return {k: v for k, v in super().state_dict().items() if k != "_buffer"}
 
     def info(self) -> dict[str, Any]:
         per_step = {k: 1000 * v / max(self.steps, 1) for k, v in self.seconds.items()}
