@@ -16,7 +16,7 @@ from lifelong.errors import ConfigError, LifelongError
 
 RUN_FLAGS = (
     "data", "data_dir", "stream", "scenario", "tasks", "train_samples", "test_samples", "model",
-    "hidden", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed",
+    "hidden", "epochs", "batch_size", "optimizer", "scheduler", "lr", "momentum", "weight_decay", "seed",
     "device", "eval_every", "eval_batch_size", "strategies",
 )  # fmt: skip
 
@@ -69,9 +69,22 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--epochs", type=int, default=S, help="epochs per task (default 1)")
     g.add_argument("--batch-size", type=int, default=S, help="mini-batch size (default 10)")
-    g.add_argument("--optimizer", default=S, choices=("sgd", "adam"), help="default sgd")
+    g.add_argument(
+        "--optimizer",
+        default=S,
+        metavar="NAME[:key=value,...]",
+        help="any torch.optim optimizer: sgd (default), adam, adamw:weight_decay=0.01, "
+        "sgd:momentum=0.9,nesterov=true, rmsprop, ...",
+    )
+    g.add_argument(
+        "--scheduler",
+        default=S,
+        metavar="NAME[:key=value,...]",
+        help="learning-rate schedule, restarted each task: none (default), cosine, "
+        "step:step_size=100, onecycle, linear, exponential:gamma=0.99, cosine:warmup=50, ...",
+    )
     g.add_argument("--lr", type=float, default=S, help="learning rate (default 0.1)")
-    g.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0)")
+    g.add_argument("--momentum", type=float, default=S, help="momentum (default 0)")
     g.add_argument("--weight-decay", type=float, default=S, help="weight decay (default 0)")
     g.add_argument(
         "--seed", type=int, default=S, help="seed of the stream, the model and training (default 0)"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.optimizers import merge_spec
 from lifelong.train import TRAIN_KEYS, TrainConfig
 
 
@@ -95,9 +96,14 @@ class StrategySpec:
         else:
             label = spec.strip()
             name, options = parse_named(label, "strategy")
-        train = {k: v for k, v in options.items() if k in TRAIN_KEYS}
-        params = {k: v for k, v in options.items() if k not in TRAIN_KEYS}
+        train = {k: v for k, v in options.items() if _is_train_key(k)}
+        params = {k: v for k, v in options.items() if not _is_train_key(k)}
         return cls(label=label, name=name, params=params, train_overrides=train)
+
+
+def _is_train_key(key: str) -> bool:
+    """A training override: a TrainConfig field or ``optimizer.KEY`` / ``scheduler.KEY``."""
+    return key in TRAIN_KEYS or ("." in key and key.partition(".")[0] in ("optimizer", "scheduler"))
 
 
 def _tuple_of_ints(value: Any, what: str) -> tuple[int, ...] | None:
@@ -149,6 +155,7 @@ class RunConfig:
     epochs: int = 1
     batch_size: int = 10
     optimizer: str = "sgd"
+    scheduler: str = "none"
     lr: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -202,9 +209,14 @@ class RunConfig:
         base = {k: getattr(self, k) for k in TRAIN_KEYS if hasattr(self, k)}
         overrides = dict(spec.train_overrides) if spec else {}
         where = f"strategy {spec.label!r}: " if spec and overrides else ""
+        dotted = {k: overrides.pop(k) for k in list(overrides) if "." in k}
         converted = {k: _train_value(k, v, where) for k, v in overrides.items()}
+        merged = {**base, **converted}
         try:
-            return TrainConfig(**{**base, **converted})
+            for what in ("optimizer", "scheduler"):
+                options = {k.partition(".")[2]: v for k, v in dotted.items() if k.startswith(what)}
+                merged[what] = merge_spec(merged[what], options, what)
+            return TrainConfig(**merged)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}{err}") from None
 

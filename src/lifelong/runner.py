@@ -75,7 +75,7 @@ class Checkpoint:
 
     model: nn.Module
     strategy: dict[str, Any]
-    optimizer: dict[str, Any] | None
+    optimizer: dict[str, Any] | None  # optimizer and scheduler, when they carry over
     trainer: dict[str, Any]
     result: dict[str, Any]
     rng: dict[str, Any]
@@ -161,9 +161,7 @@ def learn_stream(
         trainer.curves.step, trainer.curves.task = result.curves["step"], result.curves["task"]
         trainer.curves.accuracy = result.curves["accuracy"]
         if state.optimizer is not None:
-            trainer._optimizer_for(strategy.parameters_to_train(net)).load_state_dict(
-                state.optimizer
-            )
+            trainer.load_optimizer_state(state.optimizer)
         set_rng_state(state.rng)
     else:
         result.accuracy_matrix = [trainer.evaluate()]
@@ -189,11 +187,10 @@ def learn_stream(
         if task.id == len(stream) - 1:
             result.status = "complete"
         if checkpoint is not None:
-            keep_optimizer = not train.reset_optimizer and trainer.optimizer is not None
             Checkpoint(
                 model=net,
                 strategy=strategy.state_dict(),
-                optimizer=trainer.optimizer.state_dict() if keep_optimizer else None,
+                optimizer=trainer.optimizer_state(),
                 trainer={
                     "step": trainer.step,
                     "train_seconds": trainer.train_seconds,

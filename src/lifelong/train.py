@@ -12,21 +12,20 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from lifelong.errors import ConfigError, TrainingDivergedError, UnknownNameError
+from lifelong import optimizers
+from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.evaluate import evaluate_stream
-from lifelong.optim import SGD, Adam
-from lifelong.optim import _Optimizer as Optimizer
+from lifelong.optimizers import OptimizerFactory, SchedulerFactory
 from lifelong.strategies.base import Strategy, TrainSet
 from lifelong.streams.base import Stream, Task
 
-OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
-    "sgd": lambda params, c: SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
-    "adam": lambda params, c: Adam(params, lr=c.lr, weight_decay=c.weight_decay),
-}
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
 
 
 @dataclass(frozen=True)
@@ -36,19 +35,25 @@ class TrainConfig:
     Attributes:
         epochs: passes over each task's training data (GEM setting: 1).
         batch_size: samples per optimizer step (GEM setting: 10).
-        optimizer: ``sgd`` or ``adam``.
+        optimizer: any optimizer of ``torch.optim`` as ``NAME[:key=value,...]`` (``sgd``,
+            ``adamw:weight_decay=0.01``, ``sgd:momentum=0.9,nesterov=true``; see
+            :mod:`lifelong.optimizers`), or from Python a factory ``params -> Optimizer``.
+        scheduler: ``none``, a learning-rate scheduler as ``NAME[:key=value,...]`` (``cosine``,
+            ``step:step_size=100``, ``onecycle``, ``cosine:warmup=50``), or from Python a factory
+            ``optimizer -> LRScheduler`` stepped after every optimizer step.
         lr: learning rate (GEM uses 0.1 with plain SGD on permuted MNIST).
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay of the optimizer.
+        momentum: momentum, for optimizers that take one (SGD, RMSprop).
+        weight_decay: weight decay of the optimizer (L2 for SGD/Adam, decoupled for AdamW).
         eval_every: also evaluate every task every N optimizer steps (0: only at task ends).
         eval_batch_size: samples per forward pass during evaluation.
-        reset_optimizer: start a fresh optimizer at each task (the usual protocol, as in GEM and
-            FACIL); when False the optimizer state carries over and is checkpointed.
+        reset_optimizer: start a fresh optimizer and scheduler at each task (the usual protocol,
+            as in GEM and FACIL); when False both carry over and are checkpointed.
     """
 
     epochs: int = 1
     batch_size: int = 10
-    optimizer: str = "sgd"
+    optimizer: str | OptimizerFactory = "sgd"
+    scheduler: str | SchedulerFactory = "none"
     lr: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -57,8 +62,8 @@ class TrainConfig:
     reset_optimizer: bool = True
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise UnknownNameError("optimizer", self.optimizer, list(OPTIMIZERS))
+        optimizers.check_optimizer(self.optimizer)
+        optimizers.check_scheduler(self.scheduler)
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
@@ -73,7 +78,10 @@ class TrainConfig:
                 raise ConfigError(message)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["optimizer"] = optimizers.describe(self.optimizer)
+        d["scheduler"] = optimizers.describe(self.scheduler)
+        return d
 
 
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
@@ -117,15 +125,47 @@ class Trainer:
         self.eval_seconds = 0.0
         self.curves = Curves()
         self.optimizer: Optimizer | None = None
+        self.scheduler: LRScheduler | None = None
+        self._interval = "step"
         self._params: list[nn.Parameter] = []
 
     # ---- optimizer -----------------------------------------------------------------------------
-    def _optimizer_for(self, params: list[nn.Parameter]) -> Optimizer:
+    def _optimizer_for(self, params: list[nn.Parameter], steps: int = 1) -> Optimizer:
+        """The optimizer (and scheduler) for one ``fit``: new unless ``reset_optimizer`` is off
+        and the parameters are the same. ``steps``: optimizer steps of this fit."""
         same = [id(p) for p in params] == [id(p) for p in self._params]
         if self.optimizer is None or self.config.reset_optimizer or not same:
-            self.optimizer = OPTIMIZERS[self.config.optimizer](params, self.config)
+            c = self.config
+            self.optimizer = optimizers.build_optimizer(
+                c.optimizer,
+                params,
+                lr=c.lr,
+                momentum=c.momentum,
+                weight_decay=c.weight_decay,
+                fast=c.scheduler == "none",
+            )
+            length = c.epochs if optimizers.scheduler_interval(c.scheduler) == "epoch" else steps
+            self.scheduler, self._interval = optimizers.build_scheduler(
+                c.scheduler, self.optimizer, length
+            )
             self._params = params
         return self.optimizer
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        """Optimizer and scheduler state when they carry over between tasks (for checkpoints)."""
+        if self.config.reset_optimizer or self.optimizer is None:
+            return None
+        scheduler = self.scheduler.state_dict() if self.scheduler is not None else None
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": scheduler}
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        params = self.strategy.parameters_to_train(self.model)
+        self._optimizer_for(params)
+        if "optimizer" not in state:  # a checkpoint written before schedulers existed
+            state = {"optimizer": state, "scheduler": None}
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
 
     # ---- evaluation ----------------------------------------------------------------------------
     def evaluate(self) -> list[float]:
@@ -148,10 +188,14 @@ class Trainer:
         params = self.strategy.parameters_to_train(self.model)
         if not params:
             return
-        optimizer = self._optimizer_for(params)
+        epochs = epochs or self.config.epochs
+        optimizer = self._optimizer_for(
+            params, epochs * math.ceil(len(data) / self.config.batch_size)
+        )
+        scheduler, per_step = self.scheduler, self._interval == "step"
         model, strategy, eval_every = self.model, self.strategy, self.config.eval_every
         model.train()
-        for _ in range(epochs or self.config.epochs):
+        for _ in range(epochs):
             for batch in data.batches(self.config.batch_size):
                 optimizer.zero_grad(set_to_none=True)
                 loss = strategy.loss(model, batch, task)
@@ -164,12 +208,16 @@ class Trainer:
                 loss.backward()
                 strategy.after_backward(model, batch, task)
                 optimizer.step()
+                if scheduler is not None and per_step:
+                    scheduler.step()
                 strategy.after_step(model, batch, task)
                 self.step += 1
                 if self.on_step is not None:
                     self.on_step(self.step, value)
                 if eval_every and self.step % eval_every == 0:
                     self._record_curve(task)
+            if scheduler is not None and not per_step:
+                scheduler.step()
 
     def _record_curve(self, task: Task) -> None:
         accuracies = self.evaluate()
