@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="data sets, streams, models and strategies")
 
+    show = sub.add_parser(
+        "show", help="a strategy's, stream's or model's settings: type, default, meaning, paper"
+    )
+    show.add_argument("name", help="a name from `lifelong list`, e.g. ewc, split, mlp")
+
     rep = sub.add_parser("report", help="rebuild plots and report.html from DIR/results.json")
     rep.add_argument("run_dir")
 
@@ -251,6 +256,14 @@ def cmd_list(_: argparse.Namespace) -> int:
         by_family.setdefault(cls.family, []).append(cls)
     rows = [(c.name, f"[{fam}] {c.description}") for fam, cs in by_family.items() for c in cs]
     section("strategies (--strategy NAME[:key=value,...])", rows)
+    print("lifelong show NAME: every setting of a strategy, stream or model")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from lifelong.show import show
+
+    print(show(args.name))
     return 0
 
 
@@ -319,6 +332,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "list": cmd_list,
+    "show": cmd_show,
     "report": cmd_report,
     "data": cmd_data,
     "demo": cmd_demo,
