@@ -17,7 +17,7 @@ from lifelong.errors import ConfigError, LifelongError
 RUN_FLAGS = (
     "data", "data_dir", "stream", "scenario", "tasks", "train_samples", "test_samples", "model",
     "hidden", "epochs", "batch_size", "optimizer", "scheduler", "lr", "momentum", "weight_decay", "seed",
-    "device", "eval_every", "eval_batch_size", "strategies",
+    "seeds", "validation", "tune_tasks", "device", "eval_every", "eval_batch_size", "strategies",
 )  # fmt: skip
 
 
@@ -89,6 +89,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seed", type=int, default=S, help="seed of the stream, the model and training (default 0)"
     )
+    g.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=S,
+        metavar="SEED",
+        help="a study: every strategy on every seed, mean ± std (each seed as --seed would)",
+    )
     g.add_argument("--device", default=S, help="cpu (default), cuda, cuda:N or auto")
     g.add_argument(
         "--eval-every", type=int, default=S, help="also evaluate all tasks every N steps (curves)"
@@ -97,7 +105,25 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--eval-batch-size", type=int, default=S, help="samples per evaluation batch (default 8192)"
     )
     g.add_argument("--strategy", dest="strategies", nargs="+", default=S, metavar="NAME[:key=value,...]",
-                   help="strategies to compare, e.g. finetune ewc:lambda=100 gem:memory=256 finetune:lr=0.03")  # fmt: skip
+                   help="strategies to compare, e.g. finetune ewc:lambda=100 gem:memory=256 finetune:lr=0.03; "
+                        "a list gives candidates, one chosen on validation data: ewc:lambda=[1,10,100],lr=[0.01,0.1] "
+                        "(every combination; a setting that takes a list: key=[[1,2],[3]])")  # fmt: skip
+    g = p.add_argument_group("choosing hyperparameters (with candidate lists in --strategy)")
+    g.add_argument(
+        "--validation",
+        type=float,
+        default=S,
+        metavar="F",
+        help="hold out a stratified, seeded fraction F of every task's training data; candidates "
+        "are chosen by the mean over seeds of their final average accuracy on it",
+    )
+    g.add_argument(
+        "--tune-tasks",
+        type=int,
+        default=S,
+        metavar="K",
+        help="choose candidates on the first K tasks, report on the rest (Chaudhry et al. 2019)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,11 +236,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         raw: dict[str, Any] = {k.replace("-", "_"): v for k, v in file.items()}
         if "strategy" in raw:
             raw["strategies"] = raw.pop("strategy")
+        if hasattr(args, "seed") and hasattr(args, "seeds"):
+            raise ConfigError("give --seed N (one run) or --seeds N [N ...] (a study), not both")
+        for flag, other in (("seed", "seeds"), ("seeds", "seed")):
+            if hasattr(args, flag):
+                raw.pop(other, None)  # a flag overrides the file's seed or seeds
+        if "seed" in raw and "seeds" in raw:
+            raise ConfigError(f"{args.config}: give seed (one run) or seeds (a study), not both")
         raw.update({k: getattr(args, k) for k in RUN_FLAGS if hasattr(args, k)})
         config = RunConfig.from_dict(raw)
         run_dir = Path(args.out) if args.out else new_run_dir()
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file; give a directory")
+    if config.is_study:
+        from lifelong.report import build_report
+        from lifelong.study import format_study_table, run_study
+
+        study = run_study(config, run_dir, resume=bool(args.resume), quiet=args.quiet)
+        print(format_study_table(study))
+        print(f"results: {run_dir / 'results.json'}")
+        if not args.no_report:
+            print(f"report:  {build_report(run_dir)}")
+        return 0 if all(e["status"] == "complete" for e in study["strategies"].values()) else 1
     results = run_experiment(
         config, run_dir, resume=bool(args.resume), progress=_progress(args.quiet)
     )

@@ -12,6 +12,7 @@ says what to do. A config file uses the flag names as keys (``batch-size`` or ``
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -100,6 +101,42 @@ class StrategySpec:
         params = {k: v for k, v in options.items() if not _is_train_key(k)}
         return cls(label=label, name=name, params=params, train_overrides=train)
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """Hyperparameters and training overrides together, as written."""
+        return {**self.params, **self.train_overrides}
+
+    @property
+    def varied(self) -> dict[str, list[Any]]:
+        """The keys given as a list of candidate values (``ewc:lambda=[1,10]``), in order."""
+        return {k: v for k, v in self.options.items() if isinstance(v, list)}
+
+    def candidates(self) -> list[StrategySpec]:
+        """Every combination of the candidate values (cartesian product), each one spec labelled
+        ``name:key=value,...``; ``[self]`` when no key has a list. A setting that itself takes a
+        list is written as a list of lists: ``key=[[1,2],[3]]`` gives the candidates [1,2], [3]."""
+        varied = self.varied
+        if not varied:
+            return [self]
+        for key, values in varied.items():
+            if not values:
+                raise ConfigError(f"strategy {self.label!r}: {key}=[] gives no candidate value")
+        out = []
+        for combo in itertools.product(*varied.values()):
+            options = {**self.options, **dict(zip(varied, combo, strict=True))}
+            text = ",".join(f"{k}={format_value(v)}" for k, v in options.items())
+            out.append(StrategySpec.parse(f"{self.name}:{text}"))
+        return out
+
+
+def format_value(value: Any) -> str:
+    """A value as :func:`parse_value` reads it back (``0.01``, ``true``, ``[1,2]``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
 
 def _is_train_key(key: str) -> bool:
     """A training override: a TrainConfig field or ``optimizer.KEY`` / ``scheduler.KEY``."""
@@ -160,6 +197,10 @@ class RunConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     seed: int = 0
+    seeds: tuple[int, ...] | None = None  # a study: every strategy on every seed
+    validation: float = 0.0  # fraction of each task's training data held out for validation
+    tune_tasks: int = 0  # choose candidates on the first K tasks, report on the rest
+    task_range: tuple[int, int] | None = None  # only tasks start..stop-1 (units of --tune-tasks)
     device: str = "cpu"
     eval_every: int = 0
     eval_batch_size: int = 8192
@@ -190,19 +231,57 @@ class RunConfig:
         if len(set(labels)) != len(labels):
             raise ConfigError(f"strategy labels must be distinct, got {labels}")
         self.train_config()  # the run's own training flags first: their message names the flag
-        for spec in self.strategies:
+        from lifelong.strategies import create_strategy
+
+        for spec in (c for s in self.strategies for c in s.candidates()):
             if spec.name not in STRATEGIES:
                 raise UnknownNameError("strategy", spec.name, list(STRATEGIES))
             self.train_config(spec)  # validates the overrides
-            from lifelong.strategies import create_strategy
-
             create_strategy(spec.name, spec.params)  # validates names and types of settings
+        self._check_study()
         for what, n in (("--tasks", self.tasks), ("--train-samples", self.train_samples),
                         ("--test-samples", self.test_samples)):  # fmt: skip
             if n is not None and n < 1:
                 raise ConfigError(f"{what} must be at least 1, got {n}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+
+    def _check_study(self) -> None:
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0 1 2")
+            if min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"--seeds must be distinct and >= 0, got {list(self.seeds)}")
+        if not 0 <= self.validation < 1:
+            raise ConfigError(
+                f"--validation is the fraction of training data held out, in [0, 1); "
+                f"got {self.validation}"
+            )
+        if self.tune_tasks < 0:
+            raise ConfigError(f"--tune-tasks must be >= 0, got {self.tune_tasks}")
+        if self.tasks is not None and self.tune_tasks and self.tune_tasks >= self.tasks:
+            raise ConfigError(
+                f"--tune-tasks {self.tune_tasks} leaves no task to report on with --tasks "
+                f"{self.tasks}; choose K < {self.tasks}"
+            )
+        if self.task_range is not None and not 0 <= self.task_range[0] < self.task_range[1]:
+            raise ConfigError(
+                f"task_range must be [start, stop) with start < stop, got {self.task_range}"
+            )
+        many = [s.label for s in self.strategies if len(s.candidates()) > 1]
+        if many and not self.validation and not self.tune_tasks:
+            raise ConfigError(
+                f"{many[0]} has several candidate settings and nothing to choose them on; "
+                "add --validation F (hold out a fraction F of training data) or --tune-tasks K"
+            )
+
+    @property
+    def is_study(self) -> bool:
+        """Several seeds, candidate settings or --tune-tasks: run as units, one per setting and
+        seed (:mod:`lifelong.study`). Otherwise one ordinary run."""
+        return (
+            self.seeds is not None or self.tune_tasks > 0 or any(s.varied for s in self.strategies)
+        )
 
     def train_config(self, spec: StrategySpec | None = None) -> TrainConfig:
         """Training settings for one strategy: the run's, with the strategy's overrides."""
@@ -235,6 +314,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden) if self.hidden is not None else None
+        for key in ("seeds", "task_range"):
+            d[key] = list(d[key]) if d[key] is not None else None
         d["strategies"] = [s.label for s in self.strategies]
         return d
 
@@ -270,8 +351,12 @@ class RunConfig:
         if d.get("data_dir"):  # absolute, so that --resume works from any directory
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
         d["hidden"] = _tuple_of_ints(d.get("hidden"), "--hidden")
+        d["seeds"] = _tuple_of_ints(d.get("seeds"), "--seeds")
+        d["task_range"] = _tuple_of_ints(d.get("task_range"), "task_range")
+        if d["task_range"] is not None and len(d["task_range"]) != 2:
+            raise ConfigError(f"task_range must be [start, stop], got {list(d['task_range'])}")
         for key in ("tasks", "train_samples", "test_samples", "epochs", "batch_size", "seed",
-                    "eval_every", "eval_batch_size"):  # fmt: skip
+                    "eval_every", "eval_batch_size", "tune_tasks"):  # fmt: skip
             value = d.get(key)
             if value is not None:
                 try:
@@ -280,7 +365,7 @@ class RunConfig:
                     d[key] = int(value)
                 except (TypeError, ValueError):
                     raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
-        for key in ("lr", "momentum", "weight_decay"):
+        for key in ("lr", "momentum", "weight_decay", "validation"):
             value = d.get(key)
             if value is not None:
                 try:

@@ -9,10 +9,13 @@ from lifelong.strategies.base import Strategy
 from lifelong.streams.base import Stream, Task
 
 
-def evaluate_task(strategy: Strategy, model: nn.Module, task: Task, batch_size: int) -> float:
-    """Test accuracy on ``task``: argmax of the strategy's scores within the task's columns."""
-    data = task.test
-    n = len(data)
+def evaluate_task(
+    strategy: Strategy, model: nn.Module, task: Task, batch_size: int, split: str = "test"
+) -> float:
+    """Accuracy on ``task``'s ``split`` (``test`` or ``valid``): argmax of the strategy's scores
+    within the task's columns."""
+    data = task.split(split)
+    n = len(data) if data is not None else 0
     if n == 0:
         return float("nan")
     start_col, stop_col = task.columns
@@ -25,13 +28,20 @@ def evaluate_task(strategy: Strategy, model: nn.Module, task: Task, batch_size: 
 
 
 def evaluate_stream(
-    strategy: Strategy, model: nn.Module, stream: Stream, batch_size: int = 8192
+    strategy: Strategy,
+    model: nn.Module,
+    stream: Stream,
+    batch_size: int = 8192,
+    split: str = "test",
 ) -> list[float]:
-    """Accuracy on every task of the stream, in eval mode and under ``torch.inference_mode``."""
+    """Accuracy on every task's ``split`` (``test`` or ``valid``), in eval mode and under
+    ``torch.inference_mode``."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            return [evaluate_task(strategy, model, task, batch_size) for task in stream.tasks]
+            return [
+                evaluate_task(strategy, model, task, batch_size, split) for task in stream.tasks
+            ]
     finally:
         model.train(was_training)

@@ -20,6 +20,7 @@ from lifelong.errors import ConfigError, RunInterrupted, TrainingDivergedError
 from lifelong.results import RunResults, StrategyResult, atomic_write_text, load_results
 from lifelong.runner import learn_stream, resolve_device, safe_filename
 from lifelong.streams import build_stream
+from lifelong.streams.base import Stream
 
 
 @dataclass
@@ -42,15 +43,36 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
     return path
 
 
-def save_config(config: RunConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def config_json(config: RunConfig) -> str:
+    """The text of ``config.json``: every setting, strategies as full specs."""
     raw = config.to_dict()
     # Full specs, not labels: a label chosen in a config file ({name=..., label=...}) is no spec.
     raw["strategies"] = [
         {"name": s.name, "label": s.label, **s.params, **s.train_overrides}
         for s in config.strategies
     ]
-    atomic_write_text(run_dir / "config.json", json.dumps(raw, indent=1) + "\n")
+    return json.dumps(raw, indent=1) + "\n"
+
+
+def save_config(config: RunConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", config_json(config))
+
+
+def build_run_stream(config: RunConfig) -> Stream:
+    """The stream of a run: built from the seed, with the ``--validation`` split held out of
+    every task's training data, restricted to ``task_range`` when set."""
+    stream = build_stream(config.stream, **config.stream_kwargs())
+    if config.validation:
+        stream = stream.hold_out(config.validation, config.seed)
+    if config.task_range is not None:
+        start, stop = config.task_range
+        if stop > len(stream):
+            raise ConfigError(
+                f"task_range {start}..{stop} exceeds the stream's {len(stream)} tasks"
+            )
+        stream = stream.select(start, stop)
+    return stream
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -70,9 +92,13 @@ def run_experiment(
     A strategy whose loss diverges is marked ``failed`` (with the message) and the run goes on
     with the next one. Ctrl-C saves what finished and raises :class:`RunInterrupted`.
     """
+    if config.is_study:
+        raise ConfigError(
+            "several seeds or candidate settings make a study; run it with lifelong.study.run_study"
+        )
     progress = progress or Progress()
     resolve_device(config.device)  # fail early on a bad device
-    stream = build_stream(config.stream, **config.stream_kwargs())
+    stream = build_run_stream(config)
     if resume and (run_dir / "results.json").exists():
         results = load_results(run_dir)
     else:

@@ -72,6 +72,7 @@ class StrategyResult:
     params: dict[str, Any]
     train: dict[str, Any]
     accuracy_matrix: list[list[float]] = field(default_factory=list)
+    validation_matrix: list[list[float]] = field(default_factory=list)  # --validation only
     status: str = "partial"  # complete | partial | failed
     error: str | None = None
     train_seconds: float = 0.0
@@ -103,6 +104,7 @@ class StrategyResult:
                 "error": self.error,
                 "tasks_done": self.tasks_done,
                 "accuracy_matrix": self.accuracy_matrix,
+                "validation_matrix": self.validation_matrix,
                 **self.metrics(),
                 "train_seconds": self.train_seconds,
                 "eval_seconds": self.eval_seconds,

@@ -149,9 +149,11 @@ def learn_stream(
         net = state.model
         strategy.load_state_dict(state.strategy)
     trainer = Trainer(net, strategy, stream, train, label=label, on_step=on_step)
+    validating = any(task.valid is not None for task in stream.tasks)
     if state is not None:
         done = StrategyResult.from_dict(state.result)
         result.accuracy_matrix, result.parameters = done.accuracy_matrix, done.parameters
+        result.validation_matrix = done.validation_matrix
         result.curves, result.extra = done.curves, done.extra
         trainer.step = state.trainer["step"]
         trainer.train_seconds, trainer.eval_seconds = (
@@ -165,6 +167,8 @@ def learn_stream(
         set_rng_state(state.rng)
     else:
         result.accuracy_matrix = [trainer.evaluate()]
+        if validating:
+            result.validation_matrix = [trainer.evaluate("valid")]
 
     def record() -> None:
         result.train_seconds, result.eval_seconds = trainer.train_seconds, trainer.eval_seconds
@@ -182,6 +186,8 @@ def learn_stream(
                 on_task(result)
             raise
         result.accuracy_matrix.append(trainer.evaluate())
+        if validating:
+            result.validation_matrix.append(trainer.evaluate("valid"))
         result.parameters.append(count_parameters(net))
         record()
         if task.id == len(stream) - 1:

@@ -168,11 +168,11 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
 
     # ---- evaluation ----------------------------------------------------------------------------
-    def evaluate(self) -> list[float]:
-        """Accuracy on every task now (time counted as evaluation)."""
+    def evaluate(self, split: str = "test") -> list[float]:
+        """Accuracy on every task's ``split`` now (time counted as evaluation)."""
         start = time.perf_counter()
         accuracies = evaluate_stream(
-            self.strategy, self.model, self.stream, self.config.eval_batch_size
+            self.strategy, self.model, self.stream, self.config.eval_batch_size, split
         )
         self.eval_seconds += time.perf_counter() - start
         return accuracies

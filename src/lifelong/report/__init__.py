@@ -31,7 +31,7 @@ from lifelong.report.table import format_table
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
 PLOTS_FOLDER = "plots"
-SUPPORTED_SCHEMA = 1
+SUPPORTED_SCHEMA = (1, 2)  # 2: a study (lifelong.study), whose entries hold the means
 
 __all__ = [
     "PlotFiles",
@@ -70,10 +70,11 @@ def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(results, dict) or not isinstance(results.get("strategies"), dict):
         raise DataError(f"{path} has no 'strategies' object; {hint}")
     schema = results.get("schema")
-    if schema != SUPPORTED_SCHEMA:
+    if schema not in SUPPORTED_SCHEMA:
         raise DataError(
-            f"{path} has results schema {schema!r}, this lifelong reads schema "
-            f"{SUPPORTED_SCHEMA}; rebuild the report with the lifelong version that wrote it"
+            f"{path} has results schema {schema!r}, this lifelong reads schemas "
+            f"{', '.join(map(str, SUPPORTED_SCHEMA))}; rebuild the report with the lifelong "
+            "version that wrote it"
         )
     for label, entry in results["strategies"].items():
         if not isinstance(entry, dict):

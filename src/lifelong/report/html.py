@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.report.plots import PlotFiles, accuracy_array, rows_recorded
+from lifelong.report.study import study_section
 from lifelong.report.table import (
     METRIC_COLUMNS,
     UNDEFINED,
@@ -335,6 +336,7 @@ def render_html(results: Mapping[str, Any], plots: PlotFiles) -> str:
 <p class="meta">{_e(meta)}</p>
 <nav><a href="#summary">Summary</a><a href="#stream">Stream</a><a href="#config">Configuration</a>
 <a href="#metrics">Metrics</a><a href="#strategies">Strategies</a></nav>
+{study_section(results)}
 <h2 id="summary">Summary</h2>
 {warning}
 {_summary_table(results)}

@@ -97,6 +97,11 @@ class TaskData:
             out = x[feats.unsqueeze(1), rows.unsqueeze(0)]
         return out.T
 
+    def subset(self, idx: Tensor) -> TaskData:
+        """The samples ``idx`` of this split (indices into it), sharing the storage."""
+        rows = idx if self.rows is None else self.rows[idx]
+        return replace(self, y=self.y[idx], rows=rows)
+
     def labels(self, idx: Tensor | slice | None = None) -> Tensor:
         return self.y if idx is None else self.y[idx]
 
@@ -129,6 +134,8 @@ class Task:
         id: position in the stream, from 0.
         name: human-readable name ("permutation 3", "digits 4-5", "qa7 counting").
         train, test: the two splits.
+        valid: samples held out of the training data for validation (``--validation``), or
+            ``None``.
         classes: the original labels present in this task.
         columns: ``(start, stop)``, the output columns predictions for this task use.
     """
@@ -139,10 +146,30 @@ class Task:
     test: TaskData
     classes: tuple[int, ...]
     columns: tuple[int, int]
+    valid: TaskData | None = None
 
     def to(self, device: torch.device | str, cache: dict[int, Tensor] | None = None) -> Task:
         cache = {} if cache is None else cache
-        return replace(self, train=self.train.to(device, cache), test=self.test.to(device, cache))
+        valid = self.valid.to(device, cache) if self.valid is not None else None
+        return replace(
+            self, train=self.train.to(device, cache), test=self.test.to(device, cache), valid=valid
+        )
+
+    def split(self, name: str) -> TaskData | None:
+        """The split called ``name``: ``train``, ``test`` or ``valid``."""
+        return getattr(self, name)
+
+
+def stratified_holdout(y: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
+    """Indices of a stratified random fraction of ``y``: ``round(fraction * n_c)`` samples of
+    every label c (at least one when the label has two samples or more, never all of them)."""
+    chosen = []
+    for label in torch.unique(y.cpu()).tolist():
+        idx = torch.nonzero(y.cpu() == label).flatten()
+        k = round(fraction * len(idx))
+        k = min(max(k, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        chosen.append(idx[torch.randperm(len(idx), generator=generator)[:k]])
+    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
 
 
 @dataclass(eq=False)
@@ -193,6 +220,43 @@ class Stream:
             masks = masks.to(task_ids.device)
         return masks[task_ids]
 
+    def hold_out(self, fraction: float, seed: int) -> Stream:
+        """This stream with a stratified fraction of every task's training data moved to the
+        task's ``valid`` split (disjoint from ``train``). The draw uses its own generator seeded
+        from ``seed`` and the task id, so it leaves every other random choice of the run as it is
+        and is the same for every strategy of a seed."""
+        tasks = []
+        for task in self.tasks:
+            generator = torch.Generator().manual_seed(1_000_003 * seed + task.id)
+            held = stratified_holdout(task.train.y, fraction, generator)
+            keep = torch.ones(len(task.train), dtype=torch.bool)
+            keep[held] = False
+            kept = torch.nonzero(keep).flatten()
+            device = task.train.y.device
+            tasks.append(
+                replace(
+                    task,
+                    train=task.train.subset(kept.to(device)),
+                    valid=task.train.subset(held.to(device)),
+                )
+            )
+        return replace(self, tasks=tasks)
+
+    def select(self, start: int, stop: int) -> Stream:
+        """Only tasks ``start .. stop-1``, renumbered from 0 (the two parts of ``--tune-tasks``).
+
+        The model keeps every output column; in the class scenario a task predicts over the
+        columns of the selected tasks' labels only, as if the stream had begun at ``start``."""
+        if not 0 <= start < stop <= len(self.tasks):
+            raise ValueError(f"tasks {start}..{stop - 1} are not in a stream of {len(self)} tasks")
+        chosen = self.tasks[start:stop]
+        columns = None
+        if self.scenario == "class":
+            labels = torch.cat([torch.cat([t.train.y, t.test.y]) for t in chosen])
+            columns = (int(labels.min()), int(labels.max()) + 1)
+        tasks = [replace(t, id=i, columns=columns or t.columns) for i, t in enumerate(chosen)]
+        return replace(self, tasks=tasks)
+
     def to(self, device: torch.device | str) -> Stream:
         cache: dict[int, Tensor] = {}
         moved = replace(self, tasks=[task.to(device, cache) for task in self.tasks])
@@ -214,6 +278,7 @@ class Stream:
                     "columns": list(t.columns),
                     "train_samples": len(t.train),
                     "test_samples": len(t.test),
+                    **({"validation_samples": len(t.valid)} if t.valid is not None else {}),
                 }
                 for t in self.tasks
             ],
