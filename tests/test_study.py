@@ -66,6 +66,11 @@ def test_seeds_run_every_strategy_on_every_seed_exactly_as_seed_would(tmp_path, 
     assert float(row["acc_mean"]) == pytest.approx(entry["mean"]["acc"])
     assert float(row["acc_std"]) == pytest.approx(entry["std"]["acc"])
     assert row["n"] == "2"
+    # `lifelong summarize` of a study reads its units, not the aggregate a second time
+    from lifelong.sweep import summarize
+
+    (group,) = summarize(out).groups
+    assert sorted(group.seeds) == [0, 1]
 
 
 def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
@@ -274,6 +279,11 @@ def test_a_finished_study_is_not_overwritten(tmp_path, capsys):
     assert run_cli(argv, capsys)[0] == 0
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--resume" in err
+    # a unit folder whose settings differ from the study's is refused, not silently reused
+    unit = out / "units" / "finetune" / "seed=0" / "config.json"
+    unit.write_text(unit.read_text().replace('"epochs": 1', '"epochs": 2'))
+    code, _, err = run_cli(["run", "--resume", str(out), "--quiet", "--no-report"], capsys)
+    assert code == 2 and "other settings" in err and len(err.strip().splitlines()) == 1
 
 
 def test_load_study_reads_schema_1_as_one_seed(tmp_path, capsys):

@@ -112,11 +112,10 @@ def unit_config(
 
 def _prepare_unit(config: RunConfig, run_dir: Path, name: str) -> Unit:
     """Write the unit's config.json unless the same one is there; a different one is an error."""
-    from lifelong.experiment import config_json, save_config
+    from lifelong.experiment import load_run_config, save_config
 
-    path = run_dir / "config.json"
-    if path.exists():
-        if json.loads(path.read_text()) != json.loads(config_json(config)):
+    if (run_dir / "config.json").exists():
+        if load_run_config(run_dir) != config:
             raise ConfigError(
                 f"{run_dir} holds a run with other settings; give the study a new --out"
             )

@@ -780,6 +780,8 @@ def summarize(root: str | Path) -> Summary:
         except DataError as err:
             skipped.append(f"{where}: {err}")
             continue
+        if results.get("schema") == 2:
+            continue  # a study's aggregate: its units' own results.json are read instead
         config = results.get("config") or {}
         setting = {k: v for k, v in config.items() if k not in NOT_A_SETTING}
         for label, entry in results["strategies"].items():
