@@ -43,9 +43,10 @@ class RWalk(AnchoredStrategy):
 
     * EWC++ (section 4.1): a moving average of the empirical Fisher,
       ``F ← α F_batch + (1 − α) F``, where ``F_batch`` is the Fisher of the current mini-batch:
-      the mean of its *per-sample* squared log-likelihood gradients (``torch.func``). As in the
-      authors' code it is updated every ``update_every`` steps (their ``fisher_update_after``,
-      10) rather than every step, which keeps the per-sample pass to one batch in ten.
+      the mean of its *per-sample* squared log-likelihood gradients (``torch.func``; the paper's
+      empirical Fisher; the authors' code estimates it differently, from mini-batch gradients).
+      It is updated every ``update_every`` steps (the authors' ``fisher_update_after``, 10)
+      rather than every step, which keeps the per-sample pass to one batch in ten.
     * The optimisation-path score (section 4.2): over each interval of ``update_every`` steps,
       the loss decrease each parameter caused, ``Σ −g_i Δθ_i`` (unregularised gradient, as in
       SI), divided by the KL divergence that interval moved the model's predictions along that
@@ -61,6 +62,12 @@ class RWalk(AnchoredStrategy):
     with θ* the parameters after task k. The Fisher and the score live on different scales, so
     each is min-max normalised to [0, 1] over all parameters before they are added (F̂, ŝ), as
     in the authors' implementation. The running Fisher carries over from task to task.
+
+    Where the authors' code differs (the README's deviation table): its Fisher estimator (from
+    mini-batch gradients, not per sample), the KL denominator (without the ½ written here,
+    from the paper's second-order expansion of the KL) and the way scores of successive tasks
+    are combined (here the paper's average ``½ (s + s_k)``). These follow the paper; the
+    normalisation makes λ comparable between the two only roughly.
 
     Args:
         lambda_: λ. Default 5.0, the best of a grid on permuted MNIST in the GEM setting

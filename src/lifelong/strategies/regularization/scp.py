@@ -86,16 +86,23 @@ class SCP(AnchoredStrategy):
         Γ_i = 1/L Σ_l (∂ ⟨ξ_l, φ̄(θ*)⟩ / ∂θ_i)²,
 
     and the next task minimises ``L(θ) + (λ/2) Σ_i Γ_i (θ_i − θ*_i)²``. φ is the network's
-    output over the task's columns, as in the authors' code. Over tasks the importance is
-    combined online, ``Γ ← α Γ + (1 − α) Γ_new`` (the authors' code, α = 0.5), anchored at the
-    latest solution.
+    output over the task's columns (our choice for multi-head streams; the authors' code does
+    not restrict φ to a task's columns). Over tasks the importance is combined online,
+    ``Γ ← α Γ + (1 − α) Γ_new`` (α = 0.5 as in the authors' code), anchored at the latest
+    solution; the first task's Γ is taken as is, where the authors' code weighs the first task
+    differently.
+
+    Scale: Γ here is built from the *mean* response over the task's N samples, as the paper
+    writes it; the authors' code normalises its importance differently, about N times smaller
+    than ours, so ``λ_official ≈ N · λ`` here: divide an official λ by N (the README's
+    deviation table).
 
     Γ is computed exactly for the drawn slices: the Jacobian of φ̄ (one reverse pass per output
     column, ``torch.func.jacrev``) projected on all slices at once, so more slices cost nothing.
 
     Args:
         lambda_: λ. Default 30, the best of a grid on permuted MNIST in the GEM setting (SGD,
-            lr 0.1; benchmarks/RESULTS.md).
+            lr 0.1; benchmarks/RESULTS.md). Not on the authors' code's scale (see above).
         slices: L, the number of random directions (the authors' code uses 50).
         alpha: α of the online combination over tasks (the authors' code uses 0.5).
         samples: training inputs the mean response is taken over, drawn at random; 0 (default)
