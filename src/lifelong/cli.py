@@ -17,7 +17,8 @@ from lifelong.errors import ConfigError, LifelongError
 RUN_FLAGS = (
     "data", "data_dir", "stream", "scenario", "tasks", "train_samples", "test_samples", "model",
     "hidden", "epochs", "batch_size", "optimizer", "scheduler", "lr", "momentum", "weight_decay", "seed",
-    "seeds", "validation", "tune_tasks", "device", "eval_every", "eval_batch_size", "strategies",
+    "seeds", "validation", "tune_tasks", "device", "eval_every", "eval_batch_size", "log",
+    "strategies",
 )  # fmt: skip
 
 
@@ -104,6 +105,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--eval-batch-size", type=int, default=S, help="samples per evaluation batch (default 8192)"
     )
+    g.add_argument(
+        "--log",
+        nargs="+",
+        default=S,
+        choices=("csv", "tensorboard", "wandb"),
+        help="loggers writing into the run directory: csv (log.csv), tensorboard "
+        "(tensorboard/LABEL), wandb (offline unless WANDB_MODE=online)",
+    )
     g.add_argument("--strategy", dest="strategies", nargs="+", default=S, metavar="NAME[:key=value,...]",
                    help="strategies to compare, e.g. finetune ewc:lambda=100 gem:memory=256 finetune:lr=0.03; "
                         "a list gives candidates, one chosen on validation data: ewc:lambda=[1,10,100],lr=[0.01,0.1] "
@@ -141,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="run directory (default: a new folder under runs/)")
     g.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     g.add_argument("--no-report", action="store_true", help="skip plots and report.html")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no progress display")
 
     sub.add_parser("list", help="data sets, streams, models and strategies")
 
@@ -182,37 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(quiet: bool):
-    """tqdm progress bars over each strategy's tasks, with the running loss."""
-    from lifelong.experiment import Progress
+def _progress(quiet: bool) -> list:
+    """The progress display (shown only on a terminal) unless ``--quiet``."""
+    from lifelong.callbacks import ProgressBar
 
-    if quiet:
-        return Progress()
-    from tqdm import tqdm
-
-    state: dict[str, Any] = {}
-
-    def start(label: str, n_tasks: int) -> None:
-        state["bar"] = tqdm(
-            total=n_tasks,
-            desc=f"{label:>24}",
-            unit="task",
-            leave=True,
-            file=sys.stderr,
-            disable=None,
-        )
-
-    def step(n: int, loss: float) -> None:
-        if n % 25 == 0:
-            state["bar"].set_postfix(step=n, loss=f"{loss:.3f}", refresh=False)
-
-    def task_done(label: str, result) -> None:
-        state["bar"].update(result.tasks_done - state["bar"].n)
-
-    def end(label: str, result) -> None:
-        state["bar"].close()
-
-    return Progress(start, step, task_done, end)
+    return [] if quiet else [ProgressBar()]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -259,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"report:  {build_report(run_dir)}")
         return 0 if all(e["status"] == "complete" for e in study["strategies"].values()) else 1
     results = run_experiment(
-        config, run_dir, resume=bool(args.resume), progress=_progress(args.quiet)
+        config, run_dir, resume=bool(args.resume), callbacks=_progress(args.quiet)
     )
     return _finish(results.to_dict(), run_dir, report=not args.no_report)
 
@@ -360,7 +343,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # immune to OpenMP spin-waiting when other programs share the cores.
         torch.set_num_threads(1)
 
-    run_dir = run_demo(Path(args.out), progress=_progress(args.quiet))
+    run_dir = run_demo(Path(args.out), callbacks=_progress(args.quiet))
     print(f"report:  {run_dir / 'report.html'}")
     return 0
 

@@ -204,6 +204,7 @@ class RunConfig:
     device: str = "cpu"
     eval_every: int = 0
     eval_batch_size: int = 8192
+    log: tuple[str, ...] = ()  # loggers: csv, tensorboard, wandb
     strategies: tuple[StrategySpec, ...] = (StrategySpec("finetune", "finetune"),)
 
     def __post_init__(self) -> None:
@@ -245,6 +246,11 @@ class RunConfig:
                 raise ConfigError(f"{what} must be at least 1, got {n}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        from lifelong.callbacks import LOGGERS
+
+        for name in self.log:
+            if name not in LOGGERS:
+                raise UnknownNameError("logger", name, list(LOGGERS))
 
     def _check_study(self) -> None:
         if self.seeds is not None:
@@ -316,6 +322,7 @@ class RunConfig:
         d["hidden"] = list(self.hidden) if self.hidden is not None else None
         for key in ("seeds", "task_range"):
             d[key] = list(d[key]) if d[key] is not None else None
+        d["log"] = list(self.log)
         d["strategies"] = [s.label for s in self.strategies]
         return d
 
@@ -355,6 +362,13 @@ class RunConfig:
         d["task_range"] = _tuple_of_ints(d.get("task_range"), "task_range")
         if d["task_range"] is not None and len(d["task_range"]) != 2:
             raise ConfigError(f"task_range must be [start, stop], got {list(d['task_range'])}")
+        if "log" in d:
+            log = [d["log"]] if isinstance(d["log"], str) else d["log"]
+            if not isinstance(log, list | tuple) or not all(isinstance(v, str) for v in log):
+                raise ConfigError(
+                    f"log must be names of loggers (csv, tensorboard, wandb), got {log!r}"
+                )
+            d["log"] = tuple(log)
         for key in ("tasks", "train_samples", "test_samples", "epochs", "batch_size", "seed",
                     "eval_every", "eval_batch_size", "tune_tasks"):  # fmt: skip
             value = d.get(key)

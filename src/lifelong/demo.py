@@ -11,10 +11,12 @@ little with noisy ones, and the permuted stream shows catastrophic forgetting pl
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
+from lifelong.callbacks import Callback
 from lifelong.config import RunConfig, StrategySpec
-from lifelong.experiment import Progress, run_experiment
+from lifelong.experiment import run_experiment
 from lifelong.report import build_report, format_table
 from lifelong.results import atomic_write_text
 
@@ -25,7 +27,7 @@ DEMO_RUNS = {
 }
 
 
-def run_demo(out: Path, progress: Progress | None = None, seed: int = 0) -> Path:
+def run_demo(out: Path, callbacks: Sequence[Callback] = (), seed: int = 0) -> Path:
     """Run both parts into ``out/noisy`` and ``out/permuted``; write ``out/report.html``."""
     sections = []
     for name, settings in DEMO_RUNS.items():
@@ -37,7 +39,7 @@ def run_demo(out: Path, progress: Progress | None = None, seed: int = 0) -> Path
             **settings,
         )
         run_dir = out / name
-        results = run_experiment(config, run_dir, progress=progress).to_dict()
+        results = run_experiment(config, run_dir, callbacks=callbacks).to_dict()
         table = format_table(results)
         fine, joint = results["strategies"]["finetune"], results["strategies"]["joint"]
         summary = (

@@ -9,28 +9,18 @@ atomically after every task).
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from lifelong.callbacks import Callback, make_loggers, write_message
 from lifelong.config import RunConfig
 from lifelong.errors import ConfigError, RunInterrupted, TrainingDivergedError
+from lifelong.resources import run_environment
 from lifelong.results import RunResults, StrategyResult, atomic_write_text, load_results
 from lifelong.runner import learn_stream, resolve_device, safe_filename
 from lifelong.streams import build_stream
 from lifelong.streams.base import Stream
-
-
-@dataclass
-class Progress:
-    """Callbacks for a front end (the CLI's progress bars); all optional."""
-
-    start_strategy: Callable[[str, int], None] | None = None
-    step: Callable[[int, float], None] | None = None
-    task_done: Callable[[str, StrategyResult], None] | None = None
-    end_strategy: Callable[[str, StrategyResult], None] | None = None
 
 
 def new_run_dir(root: Path = Path("runs")) -> Path:
@@ -85,24 +75,31 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 
 def run_experiment(
-    config: RunConfig, run_dir: Path, *, resume: bool = False, progress: Progress | None = None
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResults:
     """Run (or resume) every strategy of ``config``, saving into ``run_dir`` after each task.
 
-    A strategy whose loss diverges is marked ``failed`` (with the message) and the run goes on
-    with the next one. Ctrl-C saves what finished and raises :class:`RunInterrupted`.
+    ``callbacks`` (a progress display) hear of every step and task, as do the loggers named by
+    ``config.log``. A strategy whose loss diverges is marked ``failed`` (with the message) and
+    the run goes on with the next one. Ctrl-C saves what finished and raises
+    :class:`RunInterrupted`.
     """
     if config.is_study:
         raise ConfigError(
             "several seeds or candidate settings make a study; run it with lifelong.study.run_study"
         )
-    progress = progress or Progress()
-    resolve_device(config.device)  # fail early on a bad device
+    device = resolve_device(config.device)  # fail early on a bad device
+    callbacks = [*callbacks, *make_loggers(config.log, run_dir)]
     stream = build_run_stream(config)
     if resume and (run_dir / "results.json").exists():
         results = load_results(run_dir)
     else:
         results = RunResults(config=config.to_dict(), stream=stream.describe())
+    results.environment = run_environment(device)
     save_config(config, run_dir)
     results.save(run_dir)
     for spec in config.strategies:
@@ -112,14 +109,10 @@ def run_experiment(
         checkpoint = run_dir / "checkpoints" / f"{safe_filename(spec.label)}.pt"
         if not resume:
             checkpoint.unlink(missing_ok=True)
-        if progress.start_strategy:
-            progress.start_strategy(spec.label, len(stream))
 
         def on_task(result: StrategyResult, label: str = spec.label) -> None:
             results.strategies[label] = result
             results.save(run_dir)
-            if progress.task_done:
-                progress.task_done(label, result)
 
         from lifelong.strategies import create_strategy
 
@@ -136,10 +129,10 @@ def run_experiment(
                 label=spec.label,
                 checkpoint=checkpoint,
                 on_task=on_task,
-                on_step=progress.step,
+                callbacks=callbacks,
             )
         except TrainingDivergedError as err:
-            print(f"lifelong: {err}", file=sys.stderr)
+            write_message(callbacks, f"lifelong: {err}")
             result = results.strategies[spec.label]
         except KeyboardInterrupt:
             raise RunInterrupted(
@@ -148,6 +141,4 @@ def run_experiment(
             ) from None
         results.strategies[spec.label] = result
         results.save(run_dir)
-        if progress.end_strategy:
-            progress.end_strategy(spec.label, result)
     return results

@@ -130,12 +130,14 @@ class RunResults:
     stream: dict[str, Any]
     strategies: dict[str, StrategyResult] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    environment: dict[str, Any] = field(default_factory=dict)  # device used, versions, host, commit
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "lifelong_version": __version__,
             "created": self.created,
+            "environment": self.environment,
             "config": self.config,
             "stream": self.stream,
             "strategies": {label: r.to_dict() for label, r in self.strategies.items()},
@@ -152,6 +154,7 @@ class RunResults:
             stream=d["stream"],
             strategies={k: StrategyResult.from_dict(v) for k, v in d["strategies"].items()},
             created=d.get("created", ""),
+            environment=d.get("environment", {}),
         )
 
     def save(self, run_dir: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from lifelong.callbacks import Callback, RunInfo
 from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.models import build_model, count_parameters, default_model
 from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
 from lifelong.results import StrategyResult, atomic_write_bytes
 from lifelong.strategies.base import Strategy, create_strategy
-from lifelong.streams.base import Stream
+from lifelong.streams.base import Stream, Task
 from lifelong.train import TrainConfig, Trainer
 
 
@@ -103,6 +104,8 @@ def learn_stream(
     checkpoint: Path | None = None,
     on_task: Callable[[StrategyResult], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    callbacks: Sequence[Callback] = (),
+    init_model: bool = True,
 ) -> StrategyResult:
     """Train one model through ``stream`` with ``strategy``; return the accuracy matrix and metrics.
 
@@ -114,13 +117,21 @@ def learn_stream(
             (``mlp``; ``memnet`` for bAbI).
         hidden: hidden widths for a registered model.
         train: training settings (defaults: :class:`~lifelong.train.TrainConfig`).
-        seed: seeds every generator before the model is built.
+        seed: seeds every generator before the model is built; a model you built yourself is
+            re-initialised from it (every submodule's ``reset_parameters()``, as PyTorch's layers
+            initialise themselves) unless ``init_model=False``, so the same seed gives the same
+            run whatever the model held before.
+        init_model: re-initialise your own ``model`` from ``seed`` (default); ``False`` trains
+            the weights it has (a pretrained model). Parameters of modules without
+            ``reset_parameters`` keep their values either way.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         label: the name used in messages (default: the strategy's name).
         checkpoint: if given, a checkpoint is written there after each task and, when the file
             exists, the run resumes from it.
         on_task: called with the partial result after each task (used to save results.json).
-        on_step: called with (global step, loss) after each optimizer step (progress bars).
+        on_step: called with (global step, loss) after each optimizer step.
+        callbacks: :class:`~lifelong.callbacks.Callback` objects (progress display, loggers)
+            told of every step, task and the end of the run with the label, seed and task.
 
     A :class:`~lifelong.errors.TrainingDivergedError` is re-raised after the finished tasks'
     results are stored in the result passed to ``on_task`` (status ``failed``).
@@ -139,6 +150,10 @@ def learn_stream(
     if model is None:
         model = default_model(stream.input_kind)
     net = build_model(model, stream, hidden) if isinstance(model, str) else model
+    if not isinstance(model, str) and init_model:
+        for module in net.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
     net = strategy.prepare(net.to(dev), stream)
     result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
     reset_peak_memory(dev)
@@ -148,7 +163,42 @@ def learn_stream(
     if state is not None:
         net = state.model
         strategy.load_state_dict(state.strategy)
-    trainer = Trainer(net, strategy, stream, train, label=label, on_step=on_step)
+    info = RunInfo(
+        label=label,
+        strategy=strategy.name,
+        seed=seed,
+        n_tasks=len(stream),
+        settings={
+            "strategy": strategy.name,
+            "params": strategy.params(),
+            "train": train.to_dict(),
+            "seed": seed,
+            "device": str(dev),
+            "stream": stream.describe(),
+        },
+    )
+    current = {"task": 0}
+
+    def fit_started(task: Task, steps: int) -> None:
+        current["task"] = task.id
+        for cb in callbacks:
+            cb.fit_start(info, task.id, steps)
+
+    def stepped(step: int, loss: float) -> None:
+        if on_step is not None:
+            on_step(step, loss)
+        for cb in callbacks:
+            cb.step(info, current["task"], step, loss)
+
+    trainer = Trainer(
+        net,
+        strategy,
+        stream,
+        train,
+        label=label,
+        on_step=stepped if on_step is not None or callbacks else None,
+        on_fit=fit_started if callbacks else None,
+    )
     validating = any(task.valid is not None for task in stream.tasks)
     if state is not None:
         done = StrategyResult.from_dict(state.result)
@@ -176,6 +226,8 @@ def learn_stream(
         result.curves = trainer.curves.to_dict()
         result.extra = strategy.info()
 
+    for cb in callbacks:
+        cb.run_start(info, result.tasks_done)
     for task in stream.tasks[result.tasks_done :]:
         try:
             trainer.learn(task)
@@ -184,10 +236,18 @@ def learn_stream(
             result.status, result.error = "failed", str(err)
             if on_task is not None:
                 on_task(result)
+            for cb in callbacks:
+                cb.run_end(info, result)
+            raise
+        except KeyboardInterrupt:
+            for cb in callbacks:  # close files and displays; the checkpoint has what finished
+                cb.run_end(info, result)
             raise
         result.accuracy_matrix.append(trainer.evaluate())
         if validating:
             result.validation_matrix.append(trainer.evaluate("valid"))
+        for cb in callbacks:
+            cb.task_end(info, task.id, result.accuracy_matrix[-1])
         result.parameters.append(count_parameters(net))
         record()
         if task.id == len(stream) - 1:
@@ -208,6 +268,8 @@ def learn_stream(
         if on_task is not None:
             on_task(result)
     result.status = "complete"
+    for cb in callbacks:
+        cb.run_end(info, result)
     return result
 
 

@@ -116,10 +116,12 @@ class Trainer:
         config: TrainConfig,
         label: str = "",
         on_step: Callable[[int, float], None] | None = None,
+        on_fit: Callable[[Task, int], None] | None = None,
     ) -> None:
         self.model, self.strategy, self.stream, self.config = model, strategy, stream, config
         self.label = label or strategy.name
         self.on_step = on_step
+        self.on_fit = on_fit  # (task, optimizer steps of this fit): progress displays
         self.step = 0
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
@@ -189,9 +191,10 @@ class Trainer:
         if not params:
             return
         epochs = epochs or self.config.epochs
-        optimizer = self._optimizer_for(
-            params, epochs * math.ceil(len(data) / self.config.batch_size)
-        )
+        steps = epochs * math.ceil(len(data) / self.config.batch_size)
+        optimizer = self._optimizer_for(params, steps)
+        if self.on_fit is not None:
+            self.on_fit(task, steps)
         scheduler, per_step = self.scheduler, self._interval == "step"
         model, strategy, eval_every = self.model, self.strategy, self.config.eval_every
         model.train()
