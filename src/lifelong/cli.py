@@ -159,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("name", help="a name from `lifelong list`, e.g. ewc, split, mlp")
 
+    comp = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print the completion script for SHELL. bash: lifelong completion bash > "
+        "~/.local/share/bash-completion/completions/lifelong; zsh: lifelong completion zsh > "
+        '"${fpath[1]}/_lifelong" (any directory of $fpath).',
+    )
+    comp.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+
     rep = sub.add_parser("report", help="rebuild plots and report.html from DIR/results.json")
     rep.add_argument("run_dir")
 
@@ -293,6 +302,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    try:
+        import shtab
+    except ImportError:
+        raise ConfigError(
+            "shell completion needs shtab; install it with: pip install shtab"
+        ) from None
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from lifelong.report import build_report, read_results
 
@@ -359,6 +379,7 @@ COMMANDS = {
     "run": cmd_run,
     "list": cmd_list,
     "show": cmd_show,
+    "completion": cmd_completion,
     "report": cmd_report,
     "data": cmd_data,
     "demo": cmd_demo,

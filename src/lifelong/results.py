@@ -116,6 +116,14 @@ class StrategyResult:
             }
         )
 
+    def records(self, setting: str | None = None, seed: int | None = None) -> list[dict[str, Any]]:
+        """Tidy rows of this result (see :func:`tidy_records`)."""
+        return _entry_records(self.to_dict(), setting or self.strategy, seed)
+
+    def to_dataframe(self, setting: str | None = None, seed: int | None = None) -> Any:
+        """:meth:`records` as a ``pandas.DataFrame`` (needs pandas)."""
+        return _dataframe(self.records(setting, seed))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StrategyResult:
         names = cls.__dataclass_fields__
@@ -157,6 +165,14 @@ class RunResults:
             environment=d.get("environment", {}),
         )
 
+    def records(self) -> list[dict[str, Any]]:
+        """Tidy rows of every strategy (see :func:`tidy_records`)."""
+        return tidy_records(self.to_dict())
+
+    def to_dataframe(self) -> Any:
+        """:meth:`records` as a ``pandas.DataFrame`` (needs pandas)."""
+        return _dataframe(self.records())
+
     def save(self, run_dir: Path) -> None:
         """Write results.json and metrics.csv atomically."""
         atomic_write_text(run_dir / "results.json", json.dumps(self.to_dict(), indent=1) + "\n")
@@ -193,3 +209,74 @@ def load_results(run_dir: str | Path) -> RunResults:
         return RunResults.from_dict(data)
     except (KeyError, TypeError) as err:
         raise DataError(f"{path} lacks {err}; it is not a lifelong results file") from None
+
+
+RECORD_COLUMNS = ("strategy", "setting", "seed", "trained", "task", "metric", "value")
+FINAL_METRICS = ("acc", "bwt", "fwt", "forgetting", "learning_accuracy")
+
+
+def _entry_records(entry: dict[str, Any], setting: str, seed: int | None) -> list[dict[str, Any]]:
+    rows = []
+    base = {"strategy": entry.get("strategy"), "setting": setting, "seed": seed}
+    for trained, row in enumerate(entry.get("accuracy_matrix") or []):
+        for task, value in enumerate(row, start=1):
+            rows.append(
+                {**base, "trained": trained, "task": task, "metric": "accuracy", "value": value}
+            )
+    done = entry.get("tasks_done", 0)
+    for metric in FINAL_METRICS:
+        if entry.get(metric) is not None:
+            rows.append(
+                {**base, "trained": done, "task": None, "metric": metric, "value": entry[metric]}
+            )
+    return rows
+
+
+def tidy_records(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per measured value of a results.json dict (schema 1, or schema 2 per seed):
+    ``strategy, setting, seed, trained, task, metric, value``.
+
+    ``setting`` is the strategy's label (``ewc:lambda=100``); ``trained`` the number of tasks
+    learned when the value was measured; ``metric`` ``accuracy`` (on ``task``, 1-based) or one of
+    the whole-stream metrics ``acc``, ``bwt``, ``fwt``, ``forgetting``, ``learning_accuracy``
+    (``task`` empty)."""
+    rows: list[dict[str, Any]] = []
+    config_seed = (results.get("config") or {}).get("seed")
+    for label, entry in results.get("strategies", {}).items():
+        per_seed = entry.get("seeds") if isinstance(entry.get("seeds"), dict) else None
+        if per_seed:
+            for seed, seed_entry in per_seed.items():
+                rows += _entry_records(seed_entry, label, int(seed))
+        else:
+            rows += _entry_records(entry, label, config_seed)
+    return rows
+
+
+def _dataframe(records: list[dict[str, Any]]) -> Any:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError(
+            "to_dataframe needs pandas; install it with: pip install pandas "
+            "(or use .records(), the same rows as a list of dicts)"
+        ) from None
+    return pd.DataFrame.from_records(records, columns=list(RECORD_COLUMNS))
+
+
+def load_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Tidy rows of ``run_dir/results.json``, single run or study (schema 1 or 2)."""
+    path = Path(run_dir) / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"no results.json in {run_dir}; give a directory written by lifelong run"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err})") from None
+    return tidy_records(data)
+
+
+def load_dataframe(run_dir: str | Path) -> Any:
+    """:func:`load_records` as a ``pandas.DataFrame`` (needs pandas)."""
+    return _dataframe(load_records(run_dir))
