@@ -115,6 +115,29 @@ def test_validation_split_is_stratified_disjoint_and_seeded():
         assert torch.equal(task.test.y, full.test.y)  # test data untouched
 
 
+def test_hold_out_leaves_the_global_generator_alone():
+    """The split draws from its own generator: every later random choice of the run (batch
+    order, strategies' draws) is the same as without --validation."""
+    stream = build_stream("split", "digits", tasks=2, scenario="domain", seed=0)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    stream.hold_out(0.2, 0)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_select_renumbers_tasks_and_keeps_their_classes():
+    """The reported part of --tune-tasks: tasks K.. renumbered from 0; in the class scenario
+    they predict over their own classes only."""
+    stream = build_stream("split", "digits", tasks=5, scenario="class", seed=0)
+    part = stream.select(2, 5)
+    assert [t.id for t in part.tasks] == [0, 1, 2]
+    assert [t.classes for t in part.tasks] == [(4, 5), (6, 7), (8, 9)]
+    assert all(t.columns == (4, 10) for t in part.tasks)
+    assert part.column_mask(0).tolist() == [False] * 4 + [True] * 6
+    task = build_stream("split", "digits", tasks=5, scenario="task", seed=0).select(3, 5)
+    assert [t.columns for t in task.tasks] == [(6, 8), (8, 10)]
+
+
 def test_validation_accuracy_matrix_is_recorded(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["run", *SMALL, "--validation", "0.2", "--strategy", "finetune", "--out", str(out)]
