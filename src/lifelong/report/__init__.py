@@ -15,18 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import DataError
-from lifelong.report.html import render_html
-from lifelong.report.plots import (
-    PlotFiles,
-    accuracy_matrices_figure,
-    accuracy_matrix_figure,
-    comparison_figure,
-    parameters_figure,
-    plasticity_figure,
-    save_plots,
-    task_accuracy_figure,
-)
 from lifelong.report.table import format_table
+
+# The plotting names come from lifelong.report.plots on first use (PEP 562): importing
+# matplotlib costs about a second, which a run that only prints its table never pays.
+_PLOT_NAMES = {
+    "PlotFiles",
+    "accuracy_matrices_figure",
+    "accuracy_matrix_figure",
+    "comparison_figure",
+    "parameters_figure",
+    "plasticity_figure",
+    "save_plots",
+    "task_accuracy_figure",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PLOT_NAMES:
+        from lifelong.report import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
@@ -108,6 +119,9 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
     offline and can be mailed as one file. Returns the path of report.html. Raises
     :class:`DataError` when results.json is missing or invalid.
     """
+    from lifelong.report.html import render_html
+    from lifelong.report.plots import save_plots
+
     results_path = _results_path(run_dir)
     results = read_results(results_path)
     folder = results_path.parent

@@ -308,6 +308,7 @@ class GEM(Strategy):
         self.steps = 0
         self.constrained_steps = 0  # steps with at least one past task
         self.qp_solves = 0  # steps on which some constraint was violated
+        self.memory_sample_passes = 0  # stored samples put through forward + backward
         self._mark = 0.0
         self._buffer: Tensor | None = None
 
@@ -372,6 +373,7 @@ class GEM(Strategy):
             self.seconds["memory_gradients"] += mid - start
             self.seconds["qp"] += end - mid
             self.constrained_steps += 1
+            self.memory_sample_passes += sum(self.memory.counts[r] for r in rows)
         self._mark = time.perf_counter()
 
     def after_step(self, model: nn.Module, batch: Batch, task: Task) -> None:
@@ -396,6 +398,7 @@ class GEM(Strategy):
             "steps": self.steps,
             "constrained_steps": self.constrained_steps,
             "qp_solves": self.qp_solves,
+            "memory_sample_passes": self.memory_sample_passes,
             "seconds": dict(self.seconds),
             "ms_per_step": per_step,
             "ms_per_constrained_step": per_constrained,
