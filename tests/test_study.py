@@ -16,6 +16,7 @@ import torch
 from lifelong import experiment
 from lifelong.cli import main
 from lifelong.config import RunConfig, StrategySpec
+from lifelong.strategies import STRATEGIES, Strategy
 from lifelong.streams import build_stream
 from lifelong.study import choose, load_study
 
@@ -284,6 +285,30 @@ def test_resume_continues_per_unit(tmp_path, capsys, monkeypatch):
                 cut["strategies"][label]["seeds"][seed]["accuracy_matrix"]
                 == whole["strategies"][label]["seeds"][seed]["accuracy_matrix"]
             )
+
+
+class Boom(Strategy):
+    """A strategy whose unit raises before it records anything."""
+
+    name = "boom-study"
+
+    def before_task(self, task, model):
+        raise RuntimeError("boom at the first task")
+
+
+def test_a_unit_that_raises_is_reported_and_the_others_finish(tmp_path, capsys, monkeypatch):
+    """The reason of a unit that raised reaches stderr and results.json; the other strategies
+    finish. (Fails when the study drops the engine's failure reasons.)"""
+    monkeypatch.setitem(STRATEGIES, Boom.name, Boom)
+    out = tmp_path / "study"
+    argv = ["run", *SMALL, "--seeds", "0", "1", "--strategy", Boom.name, "finetune"]
+    code, _, err = run_cli([*argv, "--out", str(out), "--no-report"], capsys)
+    assert code == 1
+    assert err.count("boom at the first task") == 2
+    entries = results_of(out)["strategies"]
+    assert entries[Boom.name]["status"] == "failed"
+    assert "seed 1: RuntimeError: boom at the first task" in entries[Boom.name]["error"]
+    assert entries["finetune"]["status"] == "complete" and entries["finetune"]["n"] == 2
 
 
 def test_a_finished_study_is_not_overwritten(tmp_path, capsys):

@@ -39,6 +39,7 @@ import dataclasses
 import io
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ class Study:
     seeds: tuple[int, ...]
     entries: list[Entry]
     tasks: int | None = None  # the stream's length (needed for --tune-tasks)
+    failures: dict[Path, str] = dataclasses.field(default_factory=dict)  # units that raised
 
     @property
     def select_units(self) -> list[Unit]:
@@ -191,7 +193,8 @@ def _candidate_record(study: Study, entry: Entry, cand: StrategySpec) -> dict[st
     for seed, unit in entry.select_units.get(cand.label, {}).items():
         result = _unit_result(unit)
         scores[str(seed)] = selection_score(result, on_test) if result else None
-        statuses.append(result.status if result else "pending")
+        failed = unit.run_dir in study.failures
+        statuses.append(result.status if result else "failed" if failed else "pending")
     finished = [v for v in scores.values() if v is not None]
     mean, std = _stats(finished)
     eligible = bool(scores) and len(finished) == len(scores)
@@ -295,6 +298,11 @@ def aggregate(study: Study) -> dict[str, Any]:
         if chosen is None:
             per_seed = {str(seed): None for seed in study.seeds}
         record = _aggregate(per_seed, chosen or entry.spec)
+        raised = [f"seed {s}: {study.failures[u.run_dir]}" for s, u in units.items()
+                  if u.run_dir in study.failures]  # fmt: skip
+        if raised:
+            record["status"] = "failed"
+            record["error"] = "; ".join(filter(None, [record["error"], *raised]))
         if chosen is None and any(r["status"] != "pending" for r in records):
             record["status"] = "failed"
             record["error"] = "no candidate finished on every seed"
@@ -383,15 +391,20 @@ def run_study(
     save_config(config, run_dir)
     study = plan_study(config, run_dir)
     try:
-        run_units(study.select_units, quiet=quiet, **engine)
+        statuses = run_units(study.select_units, quiet=quiet, **engine)
         if config.tune_tasks:
-            run_units(_plan_report(study), quiet=quiet, **engine)
+            statuses += run_units(_plan_report(study), quiet=quiet, **engine)
     except KeyboardInterrupt:
         save_study(aggregate(study), run_dir)
         raise RunInterrupted(
             f"interrupted; finished tasks are kept in {run_dir / UNITS}; "
             f"continue with: lifelong run --resume {run_dir}"
         ) from None
+    for status in statuses:
+        if status.status == "failed" and _unit_result(status.unit) is None:
+            # a unit that stopped before it recorded anything (a diverged one records itself)
+            study.failures[status.unit.run_dir] = status.reason or "failed"
+            print(f"lifelong: {status.unit.name}: {status.reason}", file=sys.stderr)
     results = aggregate(study)
     save_study(results, run_dir)
     return results
