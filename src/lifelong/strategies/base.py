@@ -27,6 +27,7 @@ model intact; override it only for attributes that cannot be pickled.
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import keyword
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+import torch.utils.data
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError, UnknownNameError
@@ -99,6 +101,9 @@ class TrainSet:
         """Mini-batches over all parts; the shuffle draws from the global torch RNG."""
         n = len(self)
         order = torch.randperm(n) if shuffle else torch.arange(n)
+        if any(hasattr(data, "dataset") for _, data in self.parts):
+            yield from self._loader_batches(batch_size, order)
+            return
         cache = self._inputs()
         full_columns = self.stream.scenario != "task"
         device = self.parts[0][1].y.device
@@ -122,6 +127,47 @@ class TrainSet:
                 x, y, tids = torch.cat(xs), torch.cat(ys), torch.cat(ts)
             mask = None if full_columns else self.stream.column_mask(tids)
             yield Batch(x, y, tids, mask)
+
+    def _loader_batches(self, batch_size: int, order: Tensor) -> Iterator[Batch]:
+        """Mini-batches through a ``DataLoader`` when a part reads a user's Dataset
+        (:class:`~lifelong.streams.custom.DatasetData`): its items are read, and transformed,
+        anew at every pass, in ``order``, with the Dataset's workers and pinned memory."""
+        from torch.utils.data import DataLoader
+
+        lazy = next(data for _, data in self.parts if hasattr(data, "dataset"))
+        device = self.parts[0][1].y.device
+        loader = DataLoader(
+            _PartsDataset(self),
+            batch_size=batch_size,
+            sampler=order.tolist(),
+            num_workers=lazy.num_workers,
+            pin_memory=lazy.pin_memory and device.type == "cuda",
+        )
+        full_columns = self.stream.scenario != "task"
+        for x, y, tids in loader:
+            x = x.to(device, non_blocking=True)
+            y, tids = y.to(device, non_blocking=True), tids.to(device, non_blocking=True)
+            yield Batch(x, y, tids, None if full_columns else self.stream.column_mask(tids))
+
+
+class _PartsDataset(torch.utils.data.Dataset):
+    """The samples of a TrainSet as ``(x, column label, task id)`` items (CPU tensors)."""
+
+    def __init__(self, train_set: TrainSet) -> None:
+        self.parts, self.offsets = train_set.parts, train_set.offsets.tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        p = bisect.bisect_right(self.offsets, i) - 1
+        task_id, data = self.parts[p]
+        j = i - self.offsets[p]
+        if hasattr(data, "sample"):
+            x = data.sample(j)
+        else:
+            x = data.inputs(torch.tensor([j], device=data.y.device))[0].cpu()
+        return x, data.y[j].cpu(), torch.tensor(task_id)
 
 
 FitFn = Callable[..., None]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from lifelong.errors import ConfigError
 from lifelong.streams.base import SCENARIOS, Stream, Task, TaskData
@@ -24,16 +25,92 @@ def _tensor(a: Any, what: str) -> Tensor:
     raise ConfigError(f"{what} must be a torch tensor or numpy array, got {type(a).__name__}")
 
 
-def dataset_to_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+def check_dataset(dataset: Any, what: str) -> tuple[Any, Any]:
+    """The first ``(x, y)`` of a map-style ``Dataset``; one clear error for any other shape."""
+    if isinstance(dataset, IterableDataset):
+        raise ConfigError(
+            f"{what} is an IterableDataset; a task needs a map-style Dataset (__len__ and "
+            "__getitem__), e.g. read it into a list or tensors first"
+        )
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise ConfigError(
+            f"{what} must be a torch Dataset with __len__ and __getitem__, got {type(dataset).__name__}"
+        )
+    if len(dataset) == 0:
+        raise ConfigError(f"{what} is empty; every task needs at least one sample")
+    item = dataset[0]
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        size = len(item) if isinstance(item, tuple | list) else 1
+        hint = (
+            " (the task is given by the Dataset's position in the list: one Dataset per task, "
+            "returning (x, y))"
+            if size == 3
+            else ""
+        )
+        raise ConfigError(f"{what} must return (input, label) pairs, got {size} value(s){hint}")
+    return item
+
+
+def _labels(dataset: Dataset, what: str) -> Tensor:
+    """Every label, from ``dataset.targets`` when it has them, else one pass over the data."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):  # type: ignore[arg-type]
+        return torch.as_tensor(targets).long()
+    try:
+        return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: labels must be integer classes") from None
+
+
+def dataset_to_tensors(dataset: Dataset, what: str = "a task's Dataset") -> tuple[Tensor, Tensor]:
     """Read a map-style ``Dataset`` of ``(x, y)`` pairs once into two stacked tensors."""
+    check_dataset(dataset, what)
     xs, ys = [], []
     for i in range(len(dataset)):  # type: ignore[arg-type]  # one pass at stream creation
         x, y = dataset[i]
         xs.append(torch.as_tensor(x))
         ys.append(int(y))
-    if not xs:
-        raise ConfigError("a task's Dataset is empty; every task needs at least one sample")
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetData(TaskData):
+    """A training split read from a user's ``Dataset`` on demand: every ``inputs`` call (and
+    every epoch of training, through a ``DataLoader``) calls ``dataset[i]`` again, so random
+    transforms give new samples each time. ``x`` holds one probe sample (shape and dtype);
+    ``y`` the output columns of every sample, read once.
+
+    Attributes:
+        dataset: the user's map-style Dataset of ``(x, y)``.
+        num_workers, pin_memory: ``torch.utils.data.DataLoader`` settings for training.
+    """
+
+    dataset: Any = None
+    num_workers: int = 0
+    pin_memory: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.y) != len(self.dataset):
+            raise ValueError(
+                f"DatasetData has {len(self.dataset)} samples but {len(self.y)} labels"
+            )
+
+    def sample(self, i: int) -> Tensor:
+        """Sample ``i`` as the model gets it (the dataset's transform applied now)."""
+        x = torch.as_tensor(self.dataset[i][0])
+        return x.to(torch.float32).mul_(self.scale) if self.scale is not None else x
+
+    def inputs(self, idx: Tensor | slice | None = None) -> Tensor:
+        if idx is None:
+            rows = range(len(self))
+        elif isinstance(idx, slice):
+            rows = range(*idx.indices(len(self)))
+        else:
+            rows = idx.tolist()
+        return torch.stack([self.sample(i) for i in rows]).to(self.y.device)
+
+    def to(self, device: torch.device | str, cache: dict[int, Tensor] | None = None) -> TaskData:
+        return replace(self, y=self.y.to(device))
 
 
 def from_tensors(
@@ -97,9 +174,56 @@ def from_tensors(
 
 
 def from_datasets(
-    tasks: Sequence[tuple[Dataset, Dataset]], scenario: str = "domain", **kwargs: Any
+    tasks: Sequence[tuple[Dataset, Dataset]],
+    scenario: str = "domain",
+    *,
+    loader: str = "auto",
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    **kwargs: Any,
 ) -> Stream:
-    """A stream from ``(train_dataset, test_dataset)`` per task, read once into tensors."""
-    return from_tensors(
-        [(*dataset_to_tensors(tr), *dataset_to_tensors(te)) for tr, te in tasks], scenario, **kwargs
-    )
+    """A stream from ``(train_dataset, test_dataset)`` per task (map-style, ``(x, y)`` items).
+
+    Args:
+        loader: ``"auto"``: a ``TensorDataset`` is read into tensors (the fast in-memory path);
+            any other training Dataset is trained through a ``torch.utils.data.DataLoader``, so
+            its ``__getitem__`` (and random transforms) runs again every epoch. ``"tensors"``:
+            read every Dataset once. ``"dataloader"``: always through a DataLoader.
+        num_workers, pin_memory: the DataLoader's worker processes and pinned memory.
+
+    Test Datasets are read once into tensors (evaluation is deterministic). Memories (replay,
+    GEM, iCaRL) store the samples as read when they pick them. Other keywords: as
+    :func:`from_tensors`.
+    """
+    if loader not in ("auto", "tensors", "dataloader"):
+        raise ConfigError(f"loader must be auto, tensors or dataloader, got {loader!r}")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+    parts, lazy = [], []
+    for t, task in enumerate(tasks):
+        if not isinstance(task, tuple | list) or len(task) != 2:
+            raise ConfigError(f"task {t}: give (train_dataset, test_dataset)")
+        train, test = task
+        what = f"task {t}'s training Dataset"
+        probe = check_dataset(train, what)
+        live = loader == "dataloader" or (loader == "auto" and not isinstance(train, TensorDataset))
+        if live:
+            x0 = torch.as_tensor(probe[0])
+            x_train = x0.unsqueeze(0).expand(len(train), *x0.shape)  # a view: no copy
+            y_train = _labels(train, what)
+        else:
+            x_train, y_train = dataset_to_tensors(train, what)
+        parts.append((x_train, y_train, *dataset_to_tensors(test, f"task {t}'s test Dataset")))
+        lazy.append(train if live else None)
+    stream = from_tensors(parts, scenario, **kwargs)
+    for task, dataset in zip(stream.tasks, lazy, strict=True):
+        if dataset is not None:
+            task.train = DatasetData(
+                x=task.train.x[:1].clone(),
+                y=task.train.y,
+                scale=task.train.scale,
+                dataset=dataset,
+                num_workers=num_workers,
+                pin_memory=pin_memory,
+            )
+    return stream
