@@ -51,7 +51,8 @@ class RunInfo:
 
 
 class Callback:
-    """Override the events you need; every method does nothing by default."""
+    """Override the events you need; every method does nothing by default. ``task`` is the
+    task's index in the stream (``task.id``, from 0)."""
 
     def run_start(self, run: RunInfo, first_task: int) -> None:
         """Before training (``first_task`` > 0 when a run resumes)."""
