@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= $(abspath ../shared/data)
 export LIFELONG_SHARED_DATA ?= $(SHARED_DATA)
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench lint format clean mutate
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/gem_setting.py
 
+# Mutation testing (not part of CI; TESTING.md has the last results): mutmut over metrics.py,
+# evaluate.py and train.py (mutants are run from mutants/src), then the hand-written mutations of
+# strategies/ in tools/mutate.py. `-` keeps going when mutmut reports survivors.
+mutate: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,mutate]'
+	-PYTHONPATH=src OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+	$(BIN)/python tools/mutate.py
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,4 +43,4 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache mutants

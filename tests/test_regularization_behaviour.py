@@ -24,6 +24,11 @@ PROTECTING = {
     "scp": {"lambda": 100},
 }
 MARGIN = 0.1  # "clearly above": BWT at least 0.1 (10 accuracy points) above fine-tuning's
+LEARNS = 0.6  # learning accuracy (mean of R[j, j]) every protecting method must reach
+# Measured (seeds 0-2): fine-tuning 0.86, the six methods 0.69-0.82, intransigent L2 0.33-0.36.
+# Deliberate bug: the task's gradient discarded once a penalty exists (p.grad zeroed before the
+# penalty's gradient is added): ewc, online-ewc and mas still beat fine-tuning's BWT, and fail
+# only on learning accuracy (0.20).
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,26 @@ def test_method_forgets_clearly_less_than_finetuning(name: str, stream, finetune
     bwt, reference = result.metrics()["bwt"], finetune.metrics()["bwt"]
     assert reference < -0.3, "fine-tuning should forget a lot here"
     assert bwt > reference + MARGIN, f"{name}: BWT {bwt:.3f} vs fine-tuning {reference:.3f}"
+    learned = result.metrics()["learning_accuracy"]
+    assert learned > LEARNS, f"{name}: learning accuracy {learned:.3f}, it stopped learning"
+
+
+@pytest.mark.slow
+def test_si_forgets_less_over_three_seeds() -> None:
+    """SI is the noisy one here (BWT margin 0.13 and 0.11 on seeds 1 and 2 against fine-tuning,
+    measured once): over seeds 0-2 (stream and run) the mean BWT margin must be clearly above
+    and SI must learn on every seed. Deliberate bug: SI's Ω left at zero (``+= 0 * ω`` in
+    ``after_task``, i.e. fine-tuning) fails on seed 0 already."""
+    margins, learned = [], []
+    for seed in range(3):
+        stream = build_stream("permuted", "digits", tasks=5, seed=seed)
+        si = learn_stream(stream, create_strategy("si", PROTECTING["si"]), train=CONFIG, seed=seed)
+        base = learn_stream(stream, "finetune", train=CONFIG, seed=seed)
+        margins.append(si.metrics()["bwt"] - base.metrics()["bwt"])
+        learned.append(si.metrics()["learning_accuracy"])
+        assert margins[-1] > 0, f"seed {seed}: SI forgets as much as fine-tuning"
+    assert sum(margins) / 3 > MARGIN, f"BWT margins over seeds 0-2: {margins}"
+    assert min(learned) > LEARNS, f"learning accuracy over seeds 0-2: {learned}"
 
 
 def test_l2_is_intransigent(stream, finetune) -> None:

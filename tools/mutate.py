@@ -1,0 +1,344 @@
+"""Hand-written mutation testing of ``strategies/`` (``make mutate``, with mutmut for
+metrics.py, evaluate.py and train.py): each mutation is one deliberate bug of a method, applied
+to a scratch copy of ``src/`` and ``tests/`` (the working tree is never touched), with the test
+subset that should catch it. A mutation *survives* when its tests still pass.
+
+Usage: ``python tools/mutate.py [-k SUBSTRING]``; prints one line per mutation and a summary,
+exit status 1 when a mutation survived. TESTING.md lists the results and explains survivors.
+mutmut's automatic operators cannot be used on ``strategies/`` here: each of thousands of
+mutants would run seconds-long training tests on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+S = "src/lifelong/strategies"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+def m(name: str, path: str, old: str, new: str, *tests: str) -> Mutation:
+    return Mutation(name, path, old, new, tests)
+
+
+FR = "tests/test_fidelity_regularization.py"
+FM = "tests/test_fidelity_memory.py"
+FISH = "tests/test_regularization_fisher.py"
+OV = "tests/test_official_variants.py"
+MUTATIONS = [
+    m(
+        "persample: tied weights kept on the fast route",
+        f"{S}/regularization/persample.py",
+        " and all(uses.get(id(p), 0) == 1 for p in own)",
+        "",
+        FISH,
+    ),
+    m(
+        "persample: sole-use check skipped",
+        f"{S}/regularization/persample.py",
+        "                _check_sole_use(model, sample_loss, params, buffers, (x, target), found)",
+        "                pass",
+        FISH,
+    ),
+    m(
+        "persample: importances in train mode",
+        f"{S}/regularization/persample.py",
+        "    was_training = model.training\n    model.eval()\n    try:\n        iterator",
+        "    was_training = model.training\n    try:\n        iterator",
+        FR,
+    ),
+    m(
+        "persample: true-Fisher labels uniform",
+        f"{S}/regularization/persample.py",
+        "probs = F.softmax(model(x)[:, start:stop], dim=1)",
+        "probs = torch.ones_like(model(x)[:, start:stop])",
+        FR,
+    ),
+    m(
+        "persample: true Fisher uses the data's labels",
+        f"{S}/regularization/persample.py",
+        'targets = "sampled" if labels == "true" else "labels"',
+        'targets = "labels"',
+        FR,
+    ),
+    m(
+        "persample: abs replaced by square",
+        f"{S}/regularization/persample.py",
+        'if reduce == "square" else torch._foreach_abs(values)',
+        "if True else torch._foreach_abs(values)",
+        FR,
+        FISH,
+    ),
+    m(
+        "ewc: only the last task's Fisher and anchor",
+        f"{S}/regularization/ewc.py",
+        "self.fishers.append(self.task_fisher(task, model))\n"
+        "        self.anchors.append(snapshot(model))",
+        "self.fishers = [self.task_fisher(task, model)]\n        self.anchors = [snapshot(model)]",
+        FR,
+    ),
+    m(
+        "ewc: lambda instead of lambda/2",
+        f"{S}/regularization/ewc.py",
+        "        return self.lambda_ / 2\n\n    def after_task(self, task: Task, model: nn.Module, "
+        "fit: FitFn) -> None:\n        self.fishers",
+        "        return self.lambda_\n\n    def after_task(self, task: Task, model: nn.Module, "
+        "fit: FitFn) -> None:\n        self.fishers",
+        FR,
+    ),
+    m(
+        "online-ewc: no decay",
+        f"{S}/regularization/ewc.py",
+        "name: old.mul(self.gamma).add_(new[name])",
+        "name: old.add(new[name])",
+        FR,
+    ),
+    m(
+        "online-ewc: penalty without gamma",
+        f"{S}/regularization/ewc.py",
+        "decayed = {name: f.mul(self.gamma)",
+        "decayed = {name: f.mul(1.0)",
+        FR,
+    ),
+    m(
+        "mas: importance replaced, not accumulated",
+        f"{S}/regularization/mas.py",
+        "self.importance = {name: old + new[name] for name, old in self.importance.items()}",
+        "self.importance = new",
+        FR,
+        "tests/test_regularization_mas.py",
+    ),
+    m(
+        "l2: anchor frozen at task 1",
+        f"{S}/regularization/l2.py",
+        "        anchor = snapshot(model)",
+        "        if self.penalty is not None:\n            return\n        anchor = snapshot(model)",
+        FR,
+    ),
+    m(
+        "si: path integral not reset",
+        f"{S}/regularization/si.py",
+        "        self.path.reset()",
+        "        pass",
+        FR,
+    ),
+    m(
+        "si: xi dropped",
+        f"{S}/regularization/si.py",
+        "(delta.square() + self.xi)",
+        "(delta.square() + 1e-8)",
+        FR,
+    ),
+    m(
+        "si: clip applied to omega, not to the accumulated Omega",
+        f"{S}/regularization/si.py",
+        "            self.importance[name] += omega[name] / (delta.square() + self.xi)\n"
+        "            if self.clip:\n                self.importance[name].clamp_(min=0)",
+        "            add = omega[name] / (delta.square() + self.xi)\n"
+        "            self.importance[name] += add.clamp(min=0) if self.clip else add",
+        OV,
+    ),
+    m(
+        "si: regularised gradient integrated",
+        f"{S}/regularization/si.py",
+        "        self.path.before_step(self.path.parameters_of(model))  # unregularised gradient\n"
+        "        super().after_backward(model, batch, task)  # then the penalty's gradient",
+        "        super().after_backward(model, batch, task)\n"
+        "        self.path.before_step(self.path.parameters_of(model))",
+        FR,
+        "tests/test_regularization_si.py",
+    ),
+    m(
+        "scp: importances in train mode",
+        f"{S}/regularization/scp.py",
+        "    model.eval()\n    try:",
+        "    try:",
+        FR,
+    ),
+    m(
+        "scp: alpha ignored",
+        f"{S}/regularization/scp.py",
+        "g * a + new[n] * (1 - a)",
+        "new[n]",
+        "tests/test_regularization_rwalk_scp.py",
+    ),
+    m(
+        "rwalk: no 1/2 in the KL",
+        f"{S}/regularization/rwalk.py",
+        ".mul_(fisher[name]).mul_(0.5)",
+        ".mul_(fisher[name])",
+        "tests/test_regularization_rwalk_scp.py",
+    ),
+    m(
+        "rwalk: negative scores kept",
+        f"{S}/regularization/rwalk.py",
+        "moved.add_(self.epsilon)).clamp_(min=0)",
+        "moved.add_(self.epsilon))",
+        "tests/test_regularization_rwalk_scp.py",
+    ),
+    m(
+        "rwalk: scores summed, not averaged",
+        f"{S}/regularization/rwalk.py",
+        "(s + self.task_score[name]) / 2",
+        "(s + self.task_score[name])",
+        "tests/test_regularization_rwalk_scp.py",
+    ),
+    m(
+        "anchor: penalty gradient without the factor 2",
+        f"{S}/regularization/anchor.py",
+        "weighted, alpha=2.0 * scale)",
+        "weighted, alpha=scale)",
+        "tests/test_regularization_penalty.py",
+    ),
+    m(
+        "icarl: no distillation",
+        f"{S}/memory/icarl.py",
+        "        if self.previous is not None and self.old_classes:\n            old",
+        "        if False:\n            old",
+        FM,
+    ),
+    m(
+        "icarl: softmax cross-entropy",
+        f"{S}/memory/icarl.py",
+        "        bce = F.binary_cross_entropy_with_logits(\n            logits[:, seen], "
+        'targets[:, seen], reduction="none"\n        )\n        return bce.sum(1).mean()',
+        "        return F.cross_entropy(logits[:, seen], batch.y)",
+        FM,
+    ),
+    m(
+        "generative-replay: uniform soft targets",
+        f"{S}/memory/generative.py",
+        "            target = F.softmax(teacher / t, dim=1)",
+        "            target = mask.float() / mask.float().sum(1, keepdim=True)",
+        FM,
+    ),
+    m(
+        "generative-replay: no T^2",
+        f"{S}/memory/generative.py",
+        ".sum(1).mean() * t * t",
+        ".sum(1).mean()",
+        FM,
+    ),
+    m(
+        "generative-replay: student over the old columns only",
+        f"{S}/memory/generative.py",
+        'student_mask = mask if self.stream.scenario == "task" else batch.mask',
+        "student_mask = mask",
+        FM,
+    ),
+    m(
+        "lwf: temperature 1",
+        f"{S}/memory/lwf.py",
+        "logits[:, cols], old_logits[:, cols], self.temperature",
+        "logits[:, cols], old_logits[:, cols], 1.0",
+        FM,
+    ),
+    m(
+        "lwf: old heads distilled as one softmax",
+        f"{S}/memory/lwf.py",
+        "            self.old_heads = [tuple(range(*t.columns)) for t in seen]",
+        "            self.old_heads = [tuple(c for t in seen for c in range(*t.columns))]",
+        FM,
+    ),
+    m(
+        "gem: margin not applied",
+        f"{S}/memory/gem.py",
+        "np.full(t, float(margin))",
+        "np.full(t, 0.0)",
+        "tests/test_memory_gem.py",
+    ),
+    m(
+        "gem: absolute ridge ignored",
+        f"{S}/memory/gem.py",
+        "if relative else 1.0",
+        "if True else 1.0",
+        OV,
+    ),
+    m(
+        "agem: projection with the wrong sign",
+        f"{S}/memory/agem.py",
+        "return g - (dot / torch.dot(g_ref, g_ref)",
+        "return g + (dot / torch.dot(g_ref, g_ref)",
+        "tests/test_memory_gem.py",
+    ),
+    m(
+        "lamol: ANS weight dropped",
+        "src/lifelong/text_models.py",
+        "weight=weight, ignore_index=0",
+        "ignore_index=0",
+        OV,
+    ),
+    m(
+        "lamol: keep ignored",
+        f"{S}/text/lamol.py",
+        'if self.keep == "task" else',
+        "if True else",
+        OV,
+    ),
+]
+
+
+def run(mutation: Mutation, scratch: Path, env: dict[str, str]) -> tuple[bool, float]:
+    """Apply, test, restore. Returns (killed, seconds)."""
+    target = scratch / mutation.path
+    original = target.read_text()
+    if original.count(mutation.old) != 1:
+        raise SystemExit(
+            f"{mutation.name}: the text to mutate is not found once in {mutation.path}"
+        )
+    target.write_text(original.replace(mutation.old, mutation.new))
+    start = time.monotonic()
+    try:
+        tests = [str(scratch / t) for t in mutation.tests]
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+        done = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True)
+    finally:
+        target.write_text(original)
+    return done.returncode != 0, time.monotonic() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", default="", help="only mutations whose name contains this")
+    args = parser.parse_args()
+    chosen = [mu for mu in MUTATIONS if args.k in mu.name]
+    survivors = []
+    begin = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lifelong-mutate-") as tmp:
+        scratch = Path(tmp)
+        shutil.copytree(ROOT / "src", scratch / "src")
+        shutil.copytree(ROOT / "tests", scratch / "tests")
+        shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+        env = dict(os.environ, PYTHONPATH=str(scratch / "src"), OMP_NUM_THREADS="1")
+        for mutation in chosen:
+            killed, seconds = run(mutation, scratch, env)
+            print(f"{'killed  ' if killed else 'SURVIVED'} {seconds:6.1f}s  {mutation.name}")
+            sys.stdout.flush()
+            if not killed:
+                survivors.append(mutation.name)
+    total = time.monotonic() - begin
+    print(f"{len(chosen) - len(survivors)}/{len(chosen)} killed in {total:.0f}s")
+    for name in survivors:
+        print(f"survivor: {name}")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
