@@ -28,8 +28,26 @@ def test_bwt_and_fwt_averaged_over_t_as_in_gems_code() -> None:
     assert forward_transfer(R) == pytest.approx(0.4 / 2)
     assert forward_transfer(R, over="t") == pytest.approx(0.4 / 3)
     assert summarize(R, over="t")["bwt"] == pytest.approx(-0.4 / 3)
-    with pytest.raises(ValueError, match="over must be"):
+    assert summarize(R, over="t")["fwt"] == pytest.approx(0.4 / 3)
+    with pytest.raises(ValueError, match="over must be one of t-1, t, got 'T'"):
         backward_transfer(R, over="T")
+
+
+def test_matrix_shape_error_names_rows_and_tasks() -> None:
+    """Killed mutmut survivor: the message printed the task count twice."""
+    with pytest.raises(ValueError, match="has 3 rows but only 1 tasks"):
+        backward_transfer([[0.1], [0.2], [0.3]])
+
+
+def test_batch_sizes_of_one_are_valid() -> None:
+    """Killed mutmut survivors: ``batch_size >= 1`` and ``eval_batch_size >= 1`` mutated to
+    ``> 1`` / ``>= 2``."""
+    from lifelong.train import TrainConfig
+
+    TrainConfig(batch_size=1, eval_batch_size=1)
+    for bad in ({"batch_size": 0}, {"eval_batch_size": 0}):
+        with pytest.raises(ConfigError, match="must be at least 1"):
+            TrainConfig(**bad)
 
 
 def test_gem_absolute_ridge_is_the_authors_eps() -> None:

@@ -42,49 +42,57 @@ FR = "tests/test_fidelity_regularization.py"
 FM = "tests/test_fidelity_memory.py"
 FISH = "tests/test_regularization_fisher.py"
 OV = "tests/test_official_variants.py"
+TIED = f"{FISH}::test_tied_weights_get_the_gradient_of_every_use"
+TIED_ROUTE = f"{FISH}::test_tied_layers_leave_the_fast_route_and_the_others_keep_it"
+EVAL = f"{FR}::test_importances_are_computed_in_eval_mode"
+TRUE_FISHER = f"{FR}::test_true_fisher_labels_follow_the_models_softmax_over_the_head"
+EWC = f"{FR}::test_ewc_penalty_is_the_sum_of_every_past_tasks_penalty"
+ONLINE = f"{FR}::test_online_ewc_decays_the_running_fisher_and_anchors_at_the_latest_task"
+MAS = f"{FR}::test_mas_accumulates_over_three_tasks_from_per_sample_gradients"
+SI = f"{FR}::test_si_importance_over_two_tasks_with_xi_and_reset"
+RW = "tests/test_regularization_rwalk_scp.py"
 MUTATIONS = [
     m(
         "persample: tied weights kept on the fast route",
         f"{S}/regularization/persample.py",
         " and all(uses.get(id(p), 0) == 1 for p in own)",
         "",
-        FISH,
+        TIED_ROUTE,
     ),
     m(
         "persample: sole-use check skipped",
         f"{S}/regularization/persample.py",
         "                _check_sole_use(model, sample_loss, params, buffers, (x, target), found)",
         "                pass",
-        FISH,
+        TIED,
     ),
     m(
         "persample: importances in train mode",
         f"{S}/regularization/persample.py",
         "    was_training = model.training\n    model.eval()\n    try:\n        iterator",
         "    was_training = model.training\n    try:\n        iterator",
-        FR,
+        EVAL,
     ),
     m(
         "persample: true-Fisher labels uniform",
         f"{S}/regularization/persample.py",
         "probs = F.softmax(model(x)[:, start:stop], dim=1)",
         "probs = torch.ones_like(model(x)[:, start:stop])",
-        FR,
+        TRUE_FISHER,
     ),
     m(
         "persample: true Fisher uses the data's labels",
         f"{S}/regularization/persample.py",
         'targets = "sampled" if labels == "true" else "labels"',
         'targets = "labels"',
-        FR,
+        TRUE_FISHER,
     ),
     m(
         "persample: abs replaced by square",
         f"{S}/regularization/persample.py",
         'if reduce == "square" else torch._foreach_abs(values)',
         "if True else torch._foreach_abs(values)",
-        FR,
-        FISH,
+        MAS,
     ),
     m(
         "ewc: only the last task's Fisher and anchor",
@@ -92,7 +100,7 @@ MUTATIONS = [
         "self.fishers.append(self.task_fisher(task, model))\n"
         "        self.anchors.append(snapshot(model))",
         "self.fishers = [self.task_fisher(task, model)]\n        self.anchors = [snapshot(model)]",
-        FR,
+        EWC,
     ),
     m(
         "ewc: lambda instead of lambda/2",
@@ -101,50 +109,49 @@ MUTATIONS = [
         "fit: FitFn) -> None:\n        self.fishers",
         "        return self.lambda_\n\n    def after_task(self, task: Task, model: nn.Module, "
         "fit: FitFn) -> None:\n        self.fishers",
-        FR,
+        EWC,
     ),
     m(
         "online-ewc: no decay",
         f"{S}/regularization/ewc.py",
         "name: old.mul(self.gamma).add_(new[name])",
         "name: old.add(new[name])",
-        FR,
+        ONLINE,
     ),
     m(
         "online-ewc: penalty without gamma",
         f"{S}/regularization/ewc.py",
         "decayed = {name: f.mul(self.gamma)",
         "decayed = {name: f.mul(1.0)",
-        FR,
+        ONLINE,
     ),
     m(
         "mas: importance replaced, not accumulated",
         f"{S}/regularization/mas.py",
         "self.importance = {name: old + new[name] for name, old in self.importance.items()}",
         "self.importance = new",
-        FR,
-        "tests/test_regularization_mas.py",
+        MAS,
     ),
     m(
         "l2: anchor frozen at task 1",
         f"{S}/regularization/l2.py",
         "        anchor = snapshot(model)",
         "        if self.penalty is not None:\n            return\n        anchor = snapshot(model)",
-        FR,
+        f"{FR}::test_l2_anchor_follows_the_latest_task",
     ),
     m(
         "si: path integral not reset",
         f"{S}/regularization/si.py",
         "        self.path.reset()",
         "        pass",
-        FR,
+        SI,
     ),
     m(
         "si: xi dropped",
         f"{S}/regularization/si.py",
         "(delta.square() + self.xi)",
         "(delta.square() + 1e-8)",
-        FR,
+        SI,
     ),
     m(
         "si: clip applied to omega, not to the accumulated Omega",
@@ -162,15 +169,14 @@ MUTATIONS = [
         "        super().after_backward(model, batch, task)  # then the penalty's gradient",
         "        super().after_backward(model, batch, task)\n"
         "        self.path.before_step(self.path.parameters_of(model))",
-        FR,
-        "tests/test_regularization_si.py",
+        SI,
     ),
     m(
         "scp: importances in train mode",
         f"{S}/regularization/scp.py",
         "    model.eval()\n    try:",
         "    try:",
-        FR,
+        EVAL,
     ),
     m(
         "scp: alpha ignored",
@@ -205,7 +211,7 @@ MUTATIONS = [
         f"{S}/regularization/anchor.py",
         "weighted, alpha=2.0 * scale)",
         "weighted, alpha=scale)",
-        "tests/test_regularization_penalty.py",
+        "tests/test_regularization_penalty.py::test_hooks_add_exactly_the_gradient_of_the_penalty",
     ),
     m(
         "icarl: no distillation",
@@ -262,7 +268,7 @@ MUTATIONS = [
         f"{S}/memory/gem.py",
         "np.full(t, float(margin))",
         "np.full(t, 0.0)",
-        "tests/test_memory_gem.py",
+        "tests/test_memory_gem.py::test_gem_projection_with_margin_matches_brute_force_dual",
     ),
     m(
         "gem: absolute ridge ignored",
@@ -276,7 +282,7 @@ MUTATIONS = [
         f"{S}/memory/agem.py",
         "return g - (dot / torch.dot(g_ref, g_ref)",
         "return g + (dot / torch.dot(g_ref, g_ref)",
-        "tests/test_memory_gem.py",
+        "tests/test_memory_gem.py::test_agem_projection_matches_closed_form",
     ),
     m(
         "lamol: ANS weight dropped",
