@@ -208,3 +208,46 @@ def test_progress_display_moves_within_a_task_on_a_terminal(tmp_path, lifelong_e
         env=cli_env,
     )
     assert plain.returncode == 0 and "task 1/1" not in plain.stderr
+
+
+def test_wandb_logger_calls(tmp_path, monkeypatch, digits_stream):
+    """The calls WandbLogger makes, recorded by a stand-in module (the wandb package itself is
+    not installed for the tests): offline by default, one run per label with the settings as
+    config, the loss of every step with its task, accuracies and the final metrics."""
+    import sys
+    import types
+
+    calls: list = []
+
+    class FakeRun:
+        def __init__(self):
+            self.summary = {}
+
+        def log(self, values, step=None):
+            calls.append(("log", values, step))
+
+        def finish(self):
+            calls.append(("finish", dict(self.summary)))
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: calls.append(("init", kw)) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    (logger,) = make_loggers(["wandb"], tmp_path)
+    learn_stream(
+        digits_stream,
+        "finetune",
+        hidden=[8],
+        train=TrainConfig(batch_size=100),
+        seed=7,
+        callbacks=[logger],
+    )
+    init = calls[0][1]
+    assert init["mode"] == "offline" and init["name"] == "finetune seed 7"
+    assert init["config"]["train"]["batch_size"] == 100 and init["dir"] == str(tmp_path / "wandb")
+    steps = [c for c in calls if c[0] == "log" and "loss" in c[1]]
+    assert [(c[1]["task"], c[2]) for c in steps] == [(1, 1), (1, 2), (2, 3), (2, 4), (3, 5), (3, 6)]
+    assert "accuracy/task_3" in calls[-2][1]
+    assert (
+        calls[-1][0] == "finish" and calls[-1][1]["status"] == "complete" and "acc" in calls[-1][1]
+    )
