@@ -79,6 +79,7 @@ def run_units(
         raise ConfigError("this engine runs units one at a time in-process; use jobs=1")
     for module in plugins:
         importlib.import_module(module)
+    from lifelong.callbacks import ProgressBar
     from lifelong.experiment import load_run_config, run_experiment
 
     statuses = []
@@ -90,7 +91,8 @@ def run_units(
             print(f"unit {unit.name}", flush=True)
         try:
             config = load_run_config(unit.run_dir)
-            run_experiment(config, unit.run_dir, resume=True)
+            display = [] if quiet else [ProgressBar()]  # moves at every step on a terminal
+            run_experiment(config, unit.run_dir, resume=True, callbacks=display)
         except RunInterrupted as err:
             raise KeyboardInterrupt from err
         except Exception as err:  # recorded; the other units still run
