@@ -114,7 +114,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "(tensorboard/LABEL), wandb (offline unless WANDB_MODE=online)",
     )
     g.add_argument("--strategy", dest="strategies", nargs="+", default=S, metavar="NAME[:key=value,...]",
-                   help="strategies to compare, e.g. finetune ewc:lambda=100 gem:memory=256 finetune:lr=0.03; "
+                   help="strategies to compare, e.g. finetune ewc:lambda=100 gem:memory_per_task=256 finetune:lr=0.03; "
                         "a list gives candidates, one chosen on validation data: ewc:lambda=[1,10,100],lr=[0.01,0.1] "
                         "(every combination; a setting that takes a list: key=[[1,2],[3]])")  # fmt: skip
     g = p.add_argument_group("choosing hyperparameters (with candidate lists in --strategy)")
@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="TOML or YAML file with the same settings (flags override it)")
     g.add_argument("--out", help="run directory (default: a new folder under runs/)")
     g.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its results and checkpoints are deleted)",
+    )
     g.add_argument("--no-report", action="store_true", help="skip plots and report.html")
     g.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -213,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         given = [k for k in RUN_FLAGS if hasattr(args, k)]
-        given += [k for k in ("config", "out") if getattr(args, k)]
+        given += [k for k in ("config", "out", "overwrite") if getattr(args, k)]
         if given:
             names = ("strategy" if k == "strategies" else k for k in given)
             flags = ", ".join("--" + k.replace("_", "-") for k in names)
@@ -251,7 +256,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"report:  {build_report(run_dir)}")
         return 0 if all(e["status"] == "complete" for e in study["strategies"].values()) else 1
     results = run_experiment(
-        config, run_dir, resume=bool(args.resume), callbacks=_progress(args.quiet)
+        config,
+        run_dir,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
+        callbacks=_progress(args.quiet),
     )
     return _finish(results.to_dict(), run_dir, report=not args.no_report)
 

@@ -7,12 +7,13 @@ says what to do. A config file uses the flag names as keys (``batch-size`` or ``
     stream = "permuted"
     tasks = 5
     hidden = [100, 100]
-    strategy = ["finetune", "ewc:lambda=100", {name = "gem", memory = 256}]
+    strategy = ["finetune", "ewc:lambda=100", {name = "gem", memory_per_task = 256}]
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,10 +23,15 @@ from lifelong.errors import ConfigError, UnknownNameError
 from lifelong.optimizers import merge_spec
 from lifelong.train import TRAIN_KEYS, TrainConfig
 
+MAX_INT = 2**63 - 1  # no setting needs more; larger whole numbers overflow torch and NumPy
+
 
 def parse_value(text: str) -> Any:
-    """A command-line value: int, float, bool, ``[a, b]`` / ``a;b`` list, or the string itself."""
+    """A command-line value: int, finite float, ``true``/``false``, ``[a, b]`` / ``a;b`` list, or
+    the string itself. Unbalanced brackets, NaN, infinities and whole numbers beyond 2**63 are
+    refused with one line (:class:`ConfigError`)."""
     text = text.strip()
+    _check_brackets(text)
     if text.startswith("[") and text.endswith("]"):
         inner = text[1:-1].strip()
         return [parse_value(v) for v in split_top_level(inner, ",")] if inner else []
@@ -34,16 +40,40 @@ def parse_value(text: str) -> Any:
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
+    try:
+        return check_number(int(text), text)
+    except ValueError:
+        pass
+    try:
+        return check_number(float(text), text)
+    except ValueError:
+        pass
     return text
+
+
+def check_number(value: Any, what: str = "") -> Any:
+    """``value`` itself when it is a finite number within 64 bits (bools and others pass)."""
+    shown = what or repr(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{shown} is not a finite number; give a number such as 0.5")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{shown} is too large; whole numbers must be below 2**63")
+    return value
+
+
+def _check_brackets(text: str) -> None:
+    depth = 0
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if depth < 0:
+            break
+    if depth:
+        raise ConfigError(f"unbalanced brackets in {text!r}; write a list as [a,b,c]")
 
 
 def split_top_level(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside brackets: ``a=1,b=[1,2]`` -> ``["a=1", "b=[1,2]"]``."""
+    _check_brackets(text)
     parts, depth, current = [], 0, []
     for ch in text:
         depth += ch == "["
@@ -58,7 +88,8 @@ def split_top_level(text: str, sep: str) -> list[str]:
 
 
 def parse_named(spec: str, what: str) -> tuple[str, dict[str, Any]]:
-    """``NAME`` or ``NAME:key=value,key=value`` -> (name, {key: value})."""
+    """``NAME`` or ``NAME:key=value,key=value`` -> (name, {key: value}); a key given twice is
+    refused."""
     name, _, rest = spec.partition(":")
     name = name.strip()
     if not name:
@@ -68,7 +99,13 @@ def parse_named(spec: str, what: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"{what} {spec!r}: expected key=value, got {item!r}")
-        options[key.strip().replace("-", "_")] = parse_value(value)
+        key = key.strip().replace("-", "_")
+        if key in options:
+            raise ConfigError(f"{what} {spec!r} sets {key!r} twice; give each setting once")
+        try:
+            options[key] = parse_value(value)
+        except ConfigError as err:
+            raise ConfigError(f"{what} {spec!r}: {key}: {err}") from None
     return name, options
 
 
@@ -244,8 +281,8 @@ class RunConfig:
                         ("--test-samples", self.test_samples)):  # fmt: skip
             if n is not None and n < 1:
                 raise ConfigError(f"{what} must be at least 1, got {n}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed <= MAX_INT:
+            raise ConfigError(f"--seed must be between 0 and 2**63-1, got {self.seed}")
         from lifelong.callbacks import LOGGERS
 
         for name in self.log:
@@ -377,8 +414,9 @@ class RunConfig:
                     if isinstance(value, bool) or (isinstance(value, float) and value % 1):
                         raise ValueError
                     d[key] = int(value)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
+                check_number(d[key], f"{key} {value!r}")
         for key in ("lr", "momentum", "weight_decay", "validation"):
             value = d.get(key)
             if value is not None:
@@ -386,8 +424,9 @@ class RunConfig:
                     if isinstance(value, bool):
                         raise ValueError
                     d[key] = float(value)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise ConfigError(f"{key} must be a number, got {value!r}") from None
+                check_number(d[key], f"{key} {value!r}")
         return cls(**d)
 
 

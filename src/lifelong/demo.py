@@ -39,7 +39,8 @@ def run_demo(out: Path, callbacks: Sequence[Callback] = (), seed: int = 0) -> Pa
             **settings,
         )
         run_dir = out / name
-        results = run_experiment(config, run_dir, callbacks=callbacks).to_dict()
+        # the demo's own folder, rebuilt on every call
+        results = run_experiment(config, run_dir, overwrite=True, callbacks=callbacks).to_dict()
         table = format_table(results)
         fine, joint = results["strategies"]["finetune"], results["strategies"]["joint"]
         summary = (

@@ -30,6 +30,10 @@ class DataError(LifelongError):
     """Missing, corrupted or unreadable data files, or a failed download."""
 
 
+class FolderLockedError(LifelongError):
+    """Another process (or thread) holds the lock of a run folder or data folder."""
+
+
 class TrainingDivergedError(LifelongError):
     """The loss became NaN or infinite; results of finished tasks are kept."""
 

@@ -1,25 +1,29 @@
 """Results: what a run measured, as plain dataclasses, and their JSON/CSV files.
 
 ``results.json`` (schema 1) is the single source of truth for reports; see ``RunResults.to_dict``.
-Every write is atomic (temporary file in the same directory, then ``os.replace``), so an
-interrupted run never leaves a truncated file.
+Every write of the library is atomic (:func:`atomic_write_bytes`: temporary file in the same
+directory, then ``os.replace``), so an interrupted run never leaves a truncated file, and every
+writer of a run folder holds its lock (:func:`run_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from lifelong import __version__, metrics
-from lifelong.errors import DataError
+from lifelong.errors import DataError, FolderLockedError
 
 SCHEMA = 1
 
@@ -31,12 +35,19 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0o600
+TEMP_SUFFIX = ".tmp"  # atomic writes: hidden ``.NAME.XXXX.tmp`` beside the target
+PART_SUFFIX = ".part"  # downloads: hidden ``.NAME.XXXX.part`` beside the target
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+def atomic_write_bytes(path: Path, data: bytes, *, suffix: str = TEMP_SUFFIX) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    The one atomic-write helper of the library: the file appears whole or not at all, with the
+    usual permissions (umask), and a full disk leaves neither a truncated nor an empty file.
+    A temporary file left by a killed process is removed by :func:`remove_stale_temp_files`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -51,6 +62,85 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temp_files(
+    folder: Path, suffixes: tuple[str, ...] = (TEMP_SUFFIX,), depth: int = 1
+) -> list[Path]:
+    """Delete hidden temporary files (``.NAME.XXXX<suffix>``) a killed writer left in ``folder``
+    and its subfolders down to ``depth``; call it only while holding the folder's lock."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and depth > 0:
+            removed += remove_stale_temp_files(entry, suffixes, depth - 1)
+        elif entry.name.startswith(".") and entry.name.endswith(suffixes) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+LOCK_FILE = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # folder -> (owning thread, depth): re-entrant in-process
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, what: str = "run folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``run_dir`` (file ``run_dir/.lock``) for the ``with`` block.
+
+    The one lock helper of the library: ``lifelong run``, every unit of the engine and every sweep
+    job write a run folder only inside it, so two processes never write one folder. A second
+    process (or thread) is refused at once with :class:`~lifelong.errors.FolderLockedError`; the
+    same thread may nest it (``run_experiment`` takes it again inside a caller's lock). The lock
+    is released when the block ends or the process dies (``fcntl.flock``), so a killed run never
+    blocks its resume. On entry, temporary files a killed writer left behind are removed.
+    """
+    folder = Path(run_dir).resolve()
+    me = threading.get_ident()
+    with _held_guard:
+        owner = _held.get(folder)
+        if owner is not None and owner[0] != me:
+            raise FolderLockedError(_locked_message(folder, what))
+        if owner is not None:
+            _held[folder] = (me, owner[1] + 1)
+    if owner is not None:
+        try:
+            yield folder
+        finally:
+            with _held_guard:
+                _held[folder] = (me, _held[folder][1] - 1)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+b")  # noqa: SIM115 - held open for the whole block
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FolderLockedError(_locked_message(folder, what)) from None
+        with _held_guard:
+            _held[folder] = (me, 1)
+        try:
+            remove_stale_temp_files(folder)
+            yield folder
+        finally:
+            with _held_guard:
+                del _held[folder]
+    finally:
+        handle.close()  # releases the flock
+
+
+def _locked_message(folder: Path, what: str) -> str:
+    return (
+        f"another lifelong process is writing {what} {folder} (it holds {folder / LOCK_FILE}); "
+        "wait for it to finish, or use another folder"
+    )
 
 
 def _finite(x: Any) -> Any:

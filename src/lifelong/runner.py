@@ -7,10 +7,9 @@ so that ``--resume`` continues exactly where a run stopped.
 
 from __future__ import annotations
 
-import io
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from lifelong.callbacks import Callback, RunInfo
+from lifelong.checkpoint import checkpoint_bytes, load_checkpoint
 from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.models import build_model, count_parameters, default_model
 from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
@@ -37,9 +37,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # plain data only (checkpoints load with weights_only=True): the key array as a tensor
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -49,7 +51,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -72,7 +75,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 @dataclass
 class Checkpoint:
-    """What is saved after each task (one ``torch.save``, so shared references survive)."""
+    """What is saved after each task (one ``torch.save``, so shared references survive).
+
+    Loaded with :func:`lifelong.checkpoint.load_checkpoint`: plain data, tensors and the
+    library's own safe types only, so a planted pickle never runs."""
 
     model: nn.Module
     strategy: dict[str, Any]
@@ -82,13 +88,14 @@ class Checkpoint:
     rng: dict[str, Any]
 
     def save(self, path: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(self.__dict__, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, checkpoint_bytes(self.__dict__))
 
     @classmethod
-    def load(cls, path: Path, device: torch.device) -> Checkpoint:
-        return cls(**torch.load(path, map_location=device, weights_only=False))
+    def load(cls, path: Path, device: torch.device, trusted: Iterable[type] = ()) -> Checkpoint:
+        """Load safely; ``trusted``: classes this process built for the run (the user's model)."""
+        names = tuple(cls.__dataclass_fields__)
+        data = load_checkpoint(path, device, trusted=trusted, keys=names)
+        return cls(**{k: data[k] for k in names})
 
 
 def learn_stream(
@@ -157,8 +164,11 @@ def learn_stream(
     net = strategy.prepare(net.to(dev), stream)
     result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
     reset_peak_memory(dev)
+    built = {type(m) for m in net.modules()}  # the user's own model classes may be resumed
     state = (
-        Checkpoint.load(checkpoint, dev) if checkpoint is not None and checkpoint.exists() else None
+        Checkpoint.load(checkpoint, dev, built)
+        if checkpoint is not None and checkpoint.exists()
+        else None
     )
     if state is not None:
         net = state.model

@@ -68,8 +68,14 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
-            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (
+                0 <= self.momentum < math.inf,
+                f"--momentum must be a finite number >= 0, got {self.momentum}",
+            ),
+            (
+                0 <= self.weight_decay < math.inf,
+                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
+            ),
             (self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}"),
             (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
         ]

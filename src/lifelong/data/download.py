@@ -20,6 +20,7 @@ import http.client
 import os
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -36,12 +37,16 @@ from lifelong.data.files import (
     resolve_data_dir,
 )
 from lifelong.errors import ConfigError, DataError
+from lifelong.results import PART_SUFFIX, run_lock
 
 MIRROR_ENV = "LIFELONG_MIRROR"
 """Environment variable with a mirror base URL, used when ``download`` gets no ``base_url``."""
 
 DEFAULT_TIMEOUT_S = 30.0
 """Seconds to wait for a connection or for the next block of data before giving up."""
+
+DEFAULT_DEADLINE_S = 1800.0
+"""Seconds one file (or archive) may take in all: a server trickling bytes fails in bounded time."""
 
 ProgressCallback = Callable[[str, int, int | None], None]
 """``progress(label, done_bytes, total_bytes)``: called after each block written; ``label`` is the
@@ -58,6 +63,7 @@ def download(
     progress: ProgressCallback | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
+    deadline: float = DEFAULT_DEADLINE_S,
 ) -> Path:
     """Download data set ``name`` into ``data_dir`` (see ``resolve_data_dir``); return its folder.
 
@@ -66,6 +72,8 @@ def download(
     serve every data set, and a local folder path is accepted as well as a URL. Raises
     :class:`DataError` with one line on a network failure, an HTTP error, or a file whose md5
     differs from the official one; nothing but complete, verified files is ever left behind.
+    ``timeout`` bounds each wait for data, ``deadline`` each file's whole transfer. The folder is
+    locked while files are written, and ``.part`` files of a killed download are removed first.
     """
     spec = dataset_files(name)
     root = resolve_data_dir(data_dir)
@@ -80,18 +88,20 @@ def download(
         raise DataError(
             f"cannot create {folder} ({error.strerror or error}); choose another --data-dir"
         ) from error
-    if spec.archive is None:
-        for expected in todo:
-            url = base + expected.name
-            temp, md5 = _download_to_temp(url, folder, expected.name, progress, timeout)
-            _install(temp, md5, expected, folder / expected.name, origin=url)
-    else:
-        url = base + spec.archive
-        archive, _ = _download_to_temp(url, folder, spec.archive, progress, timeout)
-        try:
-            _extract_verified(archive, url, spec, todo, folder)
-        finally:
-            archive.unlink(missing_ok=True)
+    with run_lock(folder, "data folder"):  # also removes .part files of a killed download
+        limits = (timeout, deadline)
+        if spec.archive is None:
+            for expected in todo:
+                url = base + expected.name
+                temp, md5 = _download_to_temp(url, folder, expected.name, progress, limits)
+                _install(temp, md5, expected, folder / expected.name, origin=url)
+        else:
+            url = base + spec.archive
+            archive, _ = _download_to_temp(url, folder, spec.archive, progress, limits)
+            try:
+                _extract_verified(archive, url, spec, todo, folder)
+            finally:
+                archive.unlink(missing_ok=True)
     return folder
 
 
@@ -115,14 +125,23 @@ def mirror_base_url(spec: DatasetFiles, base_url: str | None = None) -> str:
 
 
 def _download_to_temp(
-    url: str, folder: Path, label: str, progress: ProgressCallback | None, timeout: float
+    url: str,
+    folder: Path,
+    label: str,
+    progress: ProgressCallback | None,
+    limits: tuple[float, float],
 ) -> tuple[Path, str]:
-    """Fetch ``url`` into a temporary file in ``folder``; return its path and md5."""
+    """Fetch ``url`` into a temporary file in ``folder``; return its path and md5.
+
+    ``limits``: (seconds to wait for each block, seconds for the whole transfer)."""
+    timeout, deadline = limits
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             total = _content_length(response)
-            temp, md5, done = _stream_to_temp(response, folder, label, total, progress)
+            temp, md5, done = _stream_to_temp(
+                response, folder, label, total, progress, time.monotonic() + deadline
+            )
     except urllib.error.HTTPError as error:
         error.close()
         raise _unreachable(url, f"HTTP {error.code} {error.reason}", folder) from error
@@ -130,6 +149,8 @@ def _download_to_temp(
         raise _unreachable(url, _reason(error.reason), folder) from error
     except (http.client.HTTPException, OSError) as error:  # timeouts, resets, TLS failures
         raise _unreachable(url, _reason(error), folder) from error
+    except _DeadlineExceeded:
+        raise _unreachable(url, f"not complete after {deadline:g} s", folder) from None
     except ValueError as error:  # malformed URL
         raise ConfigError(f"invalid URL {url!r} ({error}); pass --mirror http(s)://...") from error
     if total is not None and done != total:
@@ -144,14 +165,16 @@ def _stream_to_temp(
     label: str,
     total: int | None,
     progress: ProgressCallback | None,
+    deadline: float | None = None,
 ) -> tuple[Path, str, int]:
     """Copy ``source`` to a new hidden temporary file in ``folder``; remove it on any failure.
 
     Read errors propagate unchanged (the caller knows what they mean); write errors become a
-    :class:`DataError`. Returns the temporary path, the md5 of what was written, and its length.
+    :class:`DataError`; past ``deadline`` (a ``time.monotonic()`` value) :class:`_DeadlineExceeded`
+    is raised. Returns the temporary path, the md5 of what was written, and its length.
     """
     try:
-        handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{label}.", suffix=".part")
+        handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{label}.", suffix=PART_SUFFIX)
     except OSError as error:
         raise DataError(
             f"cannot write in {folder} ({error.strerror or error}); choose another --data-dir"
@@ -160,8 +183,11 @@ def _stream_to_temp(
     digest = hashlib.md5(usedforsecurity=False)
     done = 0
     out = os.fdopen(handle, "wb")
+    read = getattr(source, "read1", source.read)  # what has arrived, not a full 64 KiB block
     try:
-        while chunk := source.read(_CHUNK):
+        while chunk := read(_CHUNK):
+            if deadline is not None and time.monotonic() > deadline:
+                raise _DeadlineExceeded
             try:
                 out.write(chunk)
             except OSError as error:
@@ -227,18 +253,29 @@ def _extract_verified(
                     f"it is not the official {spec.archive}: pass --mirror URL with the right one"
                 )
             in_archive_order = sorted(todo, key=lambda f: members[wanted[f.name]].offset)
-            for expected in in_archive_order:
+            for installed, expected in enumerate(in_archive_order):
                 member_path = wanted[expected.name]
                 source = tar.extractfile(members[member_path])
                 if source is None:  # not a regular file; excluded above, kept for type safety
                     raise DataError(f"{url}: {member_path} is not a regular file")
                 temp, md5, _ = _stream_to_temp(source, folder, expected.name, None, None)
+                if md5 != expected.md5 and installed:
+                    temp.unlink(missing_ok=True)
+                    raise DataError(
+                        f"{url} ({member_path}) has md5 {md5}, not the official {expected.md5}; "
+                        f"{installed} verified files of the archive were installed in {folder}, "
+                        f"that one was not: pass --mirror URL with the official {spec.archive}"
+                    )
                 _install(temp, md5, expected, folder / expected.name, f"{url} ({member_path})")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise DataError(
             f"{url} is not a readable tar archive ({_reason(error)}); try again, or pass --mirror "
             f"URL with the official {spec.archive}"
         ) from error
+
+
+class _DeadlineExceeded(Exception):
+    """A transfer took longer than its overall deadline."""
 
 
 def _content_length(response: http.client.HTTPResponse) -> int | None:

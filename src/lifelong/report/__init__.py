@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from lifelong.errors import DataError
 from lifelong.report.table import format_table
+from lifelong.results import atomic_write_text
 
 # The plotting names come from lifelong.report.plots on first use (PEP 562): importing
 # matplotlib costs about a second, which a run that only prints its table never pays.
@@ -101,17 +101,6 @@ def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return results
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def build_report(run_dir: str | os.PathLike[str]) -> Path:
     """(Re)create ``run_dir/plots/*.png`` and ``run_dir/report.html`` from ``run_dir/results.json``.
 
@@ -127,5 +116,5 @@ def build_report(run_dir: str | os.PathLike[str]) -> Path:
     folder = results_path.parent
     plots = save_plots(results, folder / PLOTS_FOLDER)
     report = folder / REPORT_FILE
-    _write_atomically(report, render_html(results, plots))
+    atomic_write_text(report, render_html(results, plots))
     return report

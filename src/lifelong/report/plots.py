@@ -25,6 +25,7 @@ from PIL import Image
 
 from lifelong.errors import ConfigError
 from lifelong.report.table import number_of_tasks
+from lifelong.results import atomic_write_bytes
 
 DPI = 90
 """Resolution of saved PNGs; modest so that a 20-task report with many strategies stays small."""
@@ -487,7 +488,9 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
         palette = image.convert("RGB").quantize(
             PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
         )
-    palette.save(target, format="png", optimize=True)
+    encoded = io.BytesIO()
+    palette.save(encoded, format="png", optimize=True)
+    atomic_write_bytes(target, encoded.getvalue())  # a full disk leaves no empty PNG
     return target
 
 

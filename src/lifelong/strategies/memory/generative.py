@@ -184,10 +184,28 @@ class GenerativeReplay(Strategy):
             )
         device = next(model.parameters()).device
         self.generator = VAE(math.prod(stream.input_shape), self.hidden, self.latent).to(device)
-        self.generator_optimizer = torch.optim.Adam(
+        self.generator_optimizer = self._new_generator_optimizer()
+        return model
+
+    def _new_generator_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
             self.generator.parameters(), lr=self.generator_lr, betas=(0.9, 0.999)
         )
-        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's optimizer as its ``state_dict`` (plain data, so checkpoints load with
+        ``weights_only=True``); :meth:`load_state_dict` rebuilds it on the loaded generator."""
+        state = super().state_dict()
+        if self.generator_optimizer is not None:
+            state["generator_optimizer"] = self.generator_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("generator_optimizer")
+        super().load_state_dict({k: v for k, v in state.items() if k != "generator_optimizer"})
+        if isinstance(saved, dict):
+            self.generator_optimizer = self._new_generator_optimizer()
+            self.generator_optimizer.load_state_dict(saved)
 
     def before_task(self, task: Task, model: nn.Module) -> None:
         self.tasks_seen = task.id + 1
