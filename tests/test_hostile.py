@@ -48,11 +48,9 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file of a run folder but the lock, by relative path (to prove nothing changed)."""
+    """Every file of a run folder by relative path (to prove nothing changed)."""
     return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
 
 
@@ -318,6 +316,16 @@ def test_report_on_a_full_disk_leaves_no_empty_or_partial_file(finished_run, tmp
 
 # ---- interrupted runs ---------------------------------------------------------------------------
 
+
+def tasks_saved(run: Path, label: str) -> int:
+    """Tasks of ``label`` recorded in ``run/results.json`` so far (0 before the file exists)."""
+    try:
+        results = json.loads((run / "results.json").read_text())  # replaced atomically
+    except FileNotFoundError:
+        return 0
+    return results["strategies"].get(label, {}).get("tasks_done", 0)
+
+
 SIGNAL_ARGS = ["run", "--data", "digits", "--stream", "permuted", "--tasks", "4", "--epochs", "2"]
 SIGNAL_ARGS += ["--hidden", "32", "--strategy", "finetune", "--quiet", "--no-report"]
 
@@ -335,7 +343,7 @@ def test_signal_ends_a_run_with_one_line_and_keeps_finished_tasks(
         env=cli_env,
     )
     try:
-        while not any((out / "checkpoints").glob("*.pt")):
+        while tasks_saved(out, "finetune") < 1:  # a state, not a time
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.01)
         proc.send_signal(sig)

@@ -40,8 +40,20 @@ def uninterrupted(tmp_path_factory) -> dict:
     return numbers(out)
 
 
+def tasks_saved(run: Path, label: str) -> int:
+    """Tasks of ``label`` recorded in ``run/results.json`` so far (0 before the file exists)."""
+    try:
+        results = json.loads((run / "results.json").read_text())  # replaced atomically
+    except FileNotFoundError:
+        return 0
+    return results["strategies"].get(label, {}).get("tasks_done", 0)
+
+
 def start_and_stop_after_first_checkpoint(exe: Path, out: Path, env: dict, sig: int):
-    """Start `lifelong run`, wait for its first checkpoint, then send ``sig`` mid-stream."""
+    """Start `lifelong run`, wait until its first task is saved, then send ``sig`` mid-stream.
+
+    It waits for states (the first task in results.json, after its checkpoint), never for a
+    time: under load a fixed sleep let the signal land before results.json listed the task."""
     proc = subprocess.Popen(
         [str(exe), "run", *ARGS, "--out", str(out)],
         stdout=subprocess.DEVNULL,
@@ -49,15 +61,12 @@ def start_and_stop_after_first_checkpoint(exe: Path, out: Path, env: dict, sig: 
         text=True,
         env=env,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     try:
-        while not any((out / "checkpoints").glob("*.pt")):
-            assert proc.poll() is None, (
-                f"run ended before its first checkpoint: {proc.stderr.read()}"
-            )
-            assert time.monotonic() < deadline, "no checkpoint within 60 s"
+        while tasks_saved(out, STRATEGIES[0]) < 1:
+            assert proc.poll() is None, f"run ended before its first task: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no finished task within 300 s"
             time.sleep(0.01)
-        time.sleep(0.1)  # into the next task
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:

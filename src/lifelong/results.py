@@ -81,21 +81,21 @@ def remove_stale_temp_files(
     return removed
 
 
-LOCK_FILE = ".lock"
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (owning thread, depth): re-entrant in-process
 _held_guard = threading.Lock()
 
 
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path, what: str = "run folder") -> Iterator[Path]:
-    """Hold an exclusive lock on ``run_dir`` (file ``run_dir/.lock``) for the ``with`` block.
+    """Hold an exclusive lock on the folder ``run_dir`` for the ``with`` block.
 
     The one lock helper of the library: ``lifelong run``, every unit of the engine and every sweep
     job write a run folder only inside it, so two processes never write one folder. A second
     process (or thread) is refused at once with :class:`~lifelong.errors.FolderLockedError`; the
-    same thread may nest it (``run_experiment`` takes it again inside a caller's lock). The lock
-    is released when the block ends or the process dies (``fcntl.flock``), so a killed run never
-    blocks its resume. On entry, temporary files a killed writer left behind are removed.
+    same thread may nest it (``run_experiment`` takes it again inside a caller's lock). It is a
+    ``flock`` on the folder itself (no lock file), released when the block ends or the process
+    dies, so a killed run never blocks its resume. On entry, temporary files a killed writer
+    left behind (``.*.tmp``, ``.*.part``) are removed.
     """
     folder = Path(run_dir).resolve()
     me = threading.get_ident()
@@ -113,7 +113,7 @@ def run_lock(run_dir: str | Path, what: str = "run folder") -> Iterator[Path]:
                 _held[folder] = (me, _held[folder][1] - 1)
         return
     folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / LOCK_FILE, "a+b")  # noqa: SIM115 - held open for the whole block
+    descriptor = os.open(folder, os.O_RDONLY)
     try:
         try:
             import fcntl
@@ -121,25 +121,25 @@ def run_lock(run_dir: str | Path, what: str = "run folder") -> Iterator[Path]:
             fcntl = None
         if fcntl is not None:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise FolderLockedError(_locked_message(folder, what)) from None
         with _held_guard:
             _held[folder] = (me, 1)
         try:
-            remove_stale_temp_files(folder)
+            remove_stale_temp_files(folder, (TEMP_SUFFIX, PART_SUFFIX))
             yield folder
         finally:
             with _held_guard:
                 del _held[folder]
     finally:
-        handle.close()  # releases the flock
+        os.close(descriptor)  # releases the flock
 
 
 def _locked_message(folder: Path, what: str) -> str:
     return (
-        f"another lifelong process is writing {what} {folder} (it holds {folder / LOCK_FILE}); "
-        "wait for it to finish, or use another folder"
+        f"another lifelong process is writing {what} {folder} (it holds its lock); wait for it "
+        "to finish, or use another folder"
     )
 
 
