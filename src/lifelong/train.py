@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from lifelong import optimizers
@@ -70,11 +71,11 @@ class TrainConfig:
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
             (
                 0 <= self.momentum < math.inf,
-                f"--momentum must be a finite number >= 0, got {self.momentum}",
+                f"momentum (--momentum) must be a finite number >= 0, got {self.momentum}",
             ),
             (
                 0 <= self.weight_decay < math.inf,
-                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
+                f"weight_decay (--weight-decay) must be a finite number >= 0, got {self.weight_decay}",
             ),
             (self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}"),
             (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
@@ -210,10 +211,7 @@ class Trainer:
                 loss = strategy.loss(model, batch, task)
                 value = loss.item()
                 if not math.isfinite(value):
-                    raise TrainingDivergedError(
-                        f"{self.label}: the loss became {value} at task {task.id + 1}, step "
-                        f"{self.step + 1}; lower the learning rate or the method's strength"
-                    )
+                    raise TrainingDivergedError(self._divergence(value, task, batch))
                 loss.backward()
                 strategy.after_backward(model, batch, task)
                 optimizer.step()
@@ -227,6 +225,14 @@ class Trainer:
                     self._record_curve(task)
             if scheduler is not None and not per_step:
                 scheduler.step()
+
+    def _divergence(self, value: float, task: Task, batch) -> str:
+        """Why the loss is not finite: inputs with NaN/inf are named, else the step size."""
+        where = f"{self.label}: the loss became {value} at task {task.id + 1}, step {self.step + 1}"
+        x = batch.x
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            return f"{where}: the task's inputs contain NaN or infinite values; clean the data"
+        return f"{where}; lower the learning rate or the method's strength"
 
     def _record_curve(self, task: Task) -> None:
         accuracies = self.evaluate()
