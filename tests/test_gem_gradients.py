@@ -5,7 +5,7 @@ Both routes of ``memory_gradients`` are checked: the outer-product route (every 
 parameter in a plain ``nn.Linear``) and the ``vmap(grad)`` route (any other model). Breaking
 the outer-product route (e.g. dropping the per-sample weights from its loss, or summing the
 weight gradient over all tasks instead of per task) makes ``test_memory_gradients_equal_the_per_task_loop``
-fail; so does making ``_samplewise_linears`` accept a batch-norm model
+fail; so does making ``samplewise_linears`` accept a batch-norm model
 (``test_batch_norm_model_takes_the_generic_route``).
 """
 
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.models import CNN, MLP
-from lifelong.strategies.memory.gem import _samplewise_linears, memory_gradients, trainable
+from lifelong.strategies.memory.gem import memory_gradients, trainable
+from lifelong.strategies.samplewise import samplewise_linears
 
 
 def per_task_loop(model: nn.Module, x, y, counts, masks) -> torch.Tensor:
@@ -57,6 +58,30 @@ class FrozenFirstLayer(MLP):
         self.features[1].requires_grad_(False)
 
 
+class TiedNet(nn.Module):
+    """Two Linear layers share one weight: its gradient has a term from each use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.c, self.b = nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(12, 6)
+        self.c.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(F.relu(self.c(F.relu(self.a(x.flatten(1))))))
+
+
+class OutsideUse(nn.Module):
+    """The head's weight is also used outside its module: no hook sees that term."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 7), nn.Linear(7, 6)
+
+    def forward(self, x):
+        h = F.relu(self.a(x.flatten(1)))
+        return self.b(h) + 0.5 * F.linear(h.flip(1), self.b.weight)
+
+
 class NormNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -75,6 +100,8 @@ MODELS = {
     "frozen-first-layer": (FrozenFirstLayer, True),
     "cnn": (lambda: CNN((1, 4, 3), 6, channels=(3,), hidden=(5,)), False),
     "inplace-relu": (InplaceMLP, True),
+    "tied-weights": (TiedNet, False),
+    "weight-used-outside-its-module": (OutsideUse, True),
     "layer-norm": (
         lambda: nn.Sequential(
             nn.Flatten(), nn.Linear(12, 7), nn.LayerNorm(7), nn.ReLU(), nn.Linear(7, 6)
@@ -91,7 +118,7 @@ def test_memory_gradients_equal_the_per_task_loop(name, dtype, task_scenario):
     build, linear_only = MODELS[name]
     torch.manual_seed(0)
     model = build().to(dtype)
-    assert (_samplewise_linears(model, trainable(model)) is not None) == linear_only
+    assert (samplewise_linears(model, trainable(model)) is not None) == linear_only
     tasks, per_task, counts = 3, 5, [5, 2, 4]  # task 2's memory is not full yet
     x = torch.randn(tasks, per_task, 1, 4, 3, dtype=dtype)
     y = torch.randint(0, 2, (tasks, per_task)) + 2 * torch.arange(tasks).unsqueeze(1)
@@ -120,4 +147,4 @@ def test_memory_gradients_equal_the_per_task_loop(name, dtype, task_scenario):
 def test_batch_norm_model_takes_the_generic_route():
     """Batch statistics mix the samples of all tasks in one pass: that model must not qualify."""
     model = NormNet()
-    assert _samplewise_linears(model, trainable(model)) is None
+    assert samplewise_linears(model, trainable(model)) is None

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Batch, Strategy, register
 from lifelong.strategies.memory.buffer import EpisodicMemory
+from lifelong.strategies.samplewise import linear_inputs_and_output_grads, samplewise_linears
 from lifelong.streams.base import Task
 
 
@@ -59,22 +60,6 @@ def _task_losses(logits: Tensor, y: Tensor, weights: Tensor, mask: Tensor | None
     return (F.cross_entropy(logits, y, reduction="none") * weights).sum()
 
 
-def _samplewise_linears(model: nn.Module, params: dict[str, Tensor]) -> dict[str, nn.Linear] | None:
-    """The plain ``nn.Linear`` modules that own every parameter in ``params``, or ``None`` when
-    some parameter belongs to another module or a module normalises over the batch (then one
-    forward pass over all memories would mix the tasks' samples)."""
-    linears: dict[str, nn.Linear] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase):
-            return None
-        if type(module) is nn.Linear:
-            linears[f"{name}." if name else ""] = module
-    owned = {f"{prefix}{kind}" for prefix in linears for kind in ("weight", "bias")}
-    if not set(params) <= owned:
-        return None
-    return {prefix: m for prefix, m in linears.items() if any(k.startswith(prefix) for k in params)}
-
-
 def _linear_memory_gradients(
     model: nn.Module,
     x: Tensor,
@@ -88,55 +73,38 @@ def _linear_memory_gradients(
     """The outer-product route of :func:`memory_gradients` (``None``: the model does not fit it).
 
     One ordinary forward pass over all ``tasks x per_task`` memories and one backward pass to the
-    outputs ``z`` of the Linear layers, of the weighted loss ``Σ_k L_k``. Each sample's loss
-    depends only on its own forward pass, so ``∂(Σ_k L_k)/∂z_n = ∂L_{k(n)}/∂z_n``: the backward
-    pass gives every sample the output gradient ``δ_n`` it has in its own task's loss. A Linear
-    layer's weight gradient of task ``k`` is then ``Σ_{n∈k} δ_n a_nᵀ`` (``a_n`` the layer's
-    input), one batched matrix product ``[k, out, n] @ [k, n, in]`` for all tasks, written
-    straight into ``out``; the bias gradient is ``Σ_{n∈k} δ_n``. The arithmetic is one forward
-    and one backward pass per memory sample, as with one backward pass per task, but in a few
-    large matrix products.
+    outputs of the Linear layers, of the weighted loss ``Σ_k L_k``
+    (:func:`~lifelong.strategies.samplewise.linear_inputs_and_output_grads`): every sample gets
+    the output gradient ``δ_n`` it has in its own task's loss. A Linear layer's weight gradient
+    of task ``k`` is then ``Σ_{n∈k} δ_n a_nᵀ`` (``a_n`` the layer's input), one batched matrix
+    product ``[k, out, n] @ [k, n, in]`` for all tasks, written straight into ``out``; the bias
+    gradient is ``Σ_{n∈k} δ_n``. The arithmetic is one forward and one backward pass per memory
+    sample, as with one backward pass per task, but in a few large matrix products.
     """
     tasks, per_task = weights.shape
     n = tasks * per_task
-    seen: dict[str, list[Tensor]] = {prefix: [] for prefix in linears}
-
-    def hook_for(prefix: str):
-        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            seen[prefix] += [args[0], output, args[0]._version, output._version]
-
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(prefix)) for prefix, m in linears.items()]
-    try:
-        logits = model(x.reshape(n, *x.shape[2:]))
-    finally:
-        for handle in handles:
-            handle.remove()
-    for record in seen.values():
-        # every layer called once, on all samples, its input and output not changed in place
-        if len(record) != 4 or record[0].shape[0] != n or record[1].shape[0] != n:
-            return None
-        if record[0]._version != record[2] or record[1]._version != record[3]:
-            return None
     mask = None if masks is None else masks.repeat_interleave(per_task, dim=0)
-    loss = _task_losses(logits.reshape(n, -1), y.reshape(n), weights.reshape(n), mask)
-    prefixes = list(linears)
-    deltas = torch.autograd.grad(loss, [seen[p][1] for p in prefixes], allow_unused=True)
-    delta_of = dict(zip(prefixes, deltas, strict=True))
+
+    def total_loss(logits: Tensor) -> Tensor:
+        return _task_losses(logits.reshape(n, -1), y.reshape(n), weights.reshape(n), mask)
+
+    found = linear_inputs_and_output_grads(model, x.reshape(n, *x.shape[2:]), total_loss, linears)
+    if found is None:
+        return None
+    inputs, deltas = found
     offset = 0
     for name, p in params.items():
         prefix, kind = name.rsplit(".", 1) if "." in name else ("", name)
         prefix = f"{prefix}." if prefix else ""
         block = out[:, offset : offset + p.numel()]
         offset += p.numel()
-        delta = delta_of[prefix]
+        delta = deltas[prefix]
         if delta is None:
             block.zero_()
             continue
         delta = delta.reshape(tasks, -1, delta.shape[-1])  # [tasks, per_task (x positions), out]
         if kind == "weight":
-            a = seen[prefix][0].detach().reshape(tasks, -1, p.shape[1])
+            a = inputs[prefix].reshape(tasks, -1, p.shape[1])
             torch.bmm(delta.transpose(1, 2), a, out=block.view(tasks, *p.shape))
         else:
             torch.sum(delta, dim=1, out=block)
@@ -175,7 +143,7 @@ def memory_gradients(
     if out is None:
         p = next(iter(params.values()))
         out = torch.empty(len(x), size, dtype=p.dtype, device=p.device)
-    linears = _samplewise_linears(model, params)
+    linears = samplewise_linears(model, params)
     if linears is not None:
         done = _linear_memory_gradients(model, x, y, weights, masks, params, linears, out)
         if done is not None:

@@ -7,7 +7,11 @@ estimate depend on the batch size. Here every sample gets its own gradient: ``vm
 ``grad`` of a one-sample loss evaluates a whole chunk of samples at once, with no Python loop
 over samples.
 
-Two exact routes, chosen per parameter:
+Three exact routes. When every trainable parameter sits in a plain ``nn.Linear`` layer (and the
+loss has a batched form): no ``torch.func`` at all, one ordinary forward and backward pass per
+chunk gives every sample's ``δ_n`` and ``a_n`` (:mod:`lifelong.strategies.samplewise`; checked
+once per model against the parameters' own gradients), and the sums below are one matrix product
+per layer. Otherwise, chosen per parameter:
 
 * Generic (any module): the per-sample gradients themselves, ``[chunk, *shape]`` per parameter,
   are materialised, reduced in place (square or abs) and summed. Chunks are sized so that they
@@ -37,9 +41,9 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
 from lifelong.strategies.regularization.anchor import ParamDict, trainable
+from lifelong.strategies.samplewise import linear_inputs_and_output_grads, samplewise_linears
 from lifelong.streams.base import TaskData
 
 CHUNK_BYTES = 24 * 2**20
@@ -89,6 +93,8 @@ def _generic_sums(
     chunks: Iterable[tuple[Tensor, Tensor]],
     reduce: str,
 ) -> ParamDict:
+    from torch.func import functional_call, grad, vmap  # first use imports torch._dynamo
+
     names = list(params)
 
     def one_sample(p: ParamDict, x: Tensor, target: Tensor) -> Tensor:
@@ -121,6 +127,8 @@ def _check_sole_use(
     equal the full gradient of its weight (and bias) over ``batch``: a weight also used outside
     its module (``F.linear(x, layer.weight)`` in a ``forward``) has a gradient term that the
     layer's hook never sees. One ordinary forward and backward pass over the first chunk."""
+    from torch.func import functional_call, vmap
+
     x, target = batch
     leaves = {
         name: params[name].detach().requires_grad_()
@@ -152,6 +160,8 @@ def _factorised_sums(
     linears: dict[str, nn.Linear],
     verify: bool = False,
 ) -> ParamDict:
+    from torch.func import functional_call, grad, vmap  # first use imports torch._dynamo
+
     covered = {f"{prefix}{kind}" for prefix in linears for kind in ("weight", "bias")}
     generic = {name: p for name, p in params.items() if name not in covered}
     fixed = {name: p for name, p in params.items() if name in covered}
@@ -213,6 +223,43 @@ def _factorised_sums(
     return totals
 
 
+def _autograd_sums(
+    model: nn.Module,
+    sample_loss: SampleLoss,
+    params: dict[str, Tensor],
+    chunks: Iterable[tuple[Tensor, Tensor]],
+    reduce: str,
+    linears: dict[str, nn.Linear],
+) -> ParamDict | None:
+    """The outer-product sums from an ordinary forward and backward pass per chunk
+    (:mod:`lifelong.strategies.samplewise`), no ``torch.func``; ``None`` when a layer does not
+    qualify (each layer must take a ``[samples, in]`` input)."""
+    batched = sample_loss.batched  # type: ignore[attr-defined]
+    totals = {name: torch.zeros_like(p) for name, p in params.items()}
+    for x_all, target_all in chunks:
+        for start in range(0, len(x_all), MAX_CHUNK):
+            x, target = x_all[start : start + MAX_CHUNK], target_all[start : start + MAX_CHUNK]
+            with torch.enable_grad():
+                found = linear_inputs_and_output_grads(
+                    model, x, lambda out, t=target: batched(out, t).sum(), linears
+                )
+            if found is None:
+                return None
+            inputs, deltas = found
+            for prefix in linears:
+                a, delta = inputs[prefix], deltas[prefix]
+                if a.dim() != 2:
+                    return None
+                if delta is None:
+                    continue
+                a, delta = _reduce([a, delta], reduce)
+                if f"{prefix}weight" in totals:
+                    totals[f"{prefix}weight"].addmm_(delta.T, a)
+                if f"{prefix}bias" in totals:
+                    totals[f"{prefix}bias"].add_(delta.sum(0))
+    return totals
+
+
 def per_sample_gradient_sum(
     model: nn.Module,
     sample_loss: SampleLoss,
@@ -243,6 +290,16 @@ def per_sample_gradient_sum(
         first = next(iterator, None)
         if first is None:
             return {name: torch.zeros_like(p) for name, p in params.items()}
+        plain = samplewise_linears(model, trainable(model)) if factorise else None
+        if plain is not None and hasattr(sample_loss, "batched"):
+            # Every parameter in a plain Linear layer: no torch.func at all. Whether every layer
+            # qualifies is structural: the first chunk decides.
+            totals = _autograd_sums(model, sample_loss, params, [first], reduce, plain)
+            if totals is not None:
+                rest = _autograd_sums(model, sample_loss, params, iterator, reduce, plain)
+                if rest is not None:
+                    return {name: t.add_(rest[name]) for name, t in totals.items()}
+                raise RuntimeError("a later chunk left the outer-product route")
         if linears:
             # Whether every layer qualifies is structural: the first chunk decides.
             args = (model, sample_loss, params, buffers)
@@ -259,6 +316,10 @@ def per_sample_gradient_sum(
         model.train(was_training)
 
 
+def _batch_columns(outputs: Tensor, columns: tuple[int, int] | None) -> Tensor:
+    return outputs if columns is None else outputs[:, columns[0] : columns[1]]
+
+
 def _columns(outputs: Tensor, columns: tuple[int, int] | None) -> Tensor:
     return outputs if columns is None else outputs[columns[0] : columns[1]]
 
@@ -271,6 +332,11 @@ def log_likelihood_loss(columns: tuple[int, int] | None) -> SampleLoss:
         log_p = F.log_softmax(_columns(outputs, columns), dim=0)
         return -log_p.gather(0, (y - start).unsqueeze(0)).squeeze(0)
 
+    def batched(outputs: Tensor, y: Tensor) -> Tensor:
+        log_p = F.log_softmax(_batch_columns(outputs, columns), dim=1)
+        return -log_p.gather(1, (y - start).unsqueeze(1)).squeeze(1)
+
+    loss.batched = batched  # type: ignore[attr-defined]
     return loss
 
 
@@ -280,6 +346,10 @@ def squared_output_norm(columns: tuple[int, int] | None) -> SampleLoss:
     def loss(outputs: Tensor, _: Tensor) -> Tensor:
         return _columns(outputs, columns).square().sum()
 
+    def batched(outputs: Tensor, _: Tensor) -> Tensor:
+        return _batch_columns(outputs, columns).square().sum(1)
+
+    loss.batched = batched  # type: ignore[attr-defined]
     return loss
 
 
