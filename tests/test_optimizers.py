@@ -1,7 +1,7 @@
 """Optimizers and schedulers: every torch.optim optimizer by spec, the fast SGD/Adam equal to
 torch.optim, schedules restarted per task, per-strategy overrides and an exact resume.
 
-Checked to fail: with the fast SGD's momentum buffer started at zero instead of the first
+Checked to fail (each run once): with the fast SGD's momentum buffer not started at the first
 gradient, ``test_fast_optimizers_equal_torch_optim`` fails; with ``scheduler.step()`` removed
 from the loop, the cosine test fails; with the scheduler state left out of checkpoints, the
 resume test fails.
