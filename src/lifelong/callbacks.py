@@ -116,8 +116,11 @@ class ProgressBar(Callback):
     def fit_start(self, run: RunInfo, task: int, steps: int) -> None:
         if self.bar is None:
             return
+        self.bar.set_description_str(
+            f"{run.label} seed {run.seed} task {task + 1}/{run.n_tasks}", refresh=False
+        )
+        self.bar.set_postfix_str("", refresh=False)  # the last task's loss is not this one's
         self.bar.reset(total=steps)
-        self.bar.set_description_str(f"{run.label} seed {run.seed} task {task + 1}/{run.n_tasks}")
 
     def step(self, run: RunInfo, task: int, step: int, loss: float) -> None:
         if self.bar is not None:
