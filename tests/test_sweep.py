@@ -1,7 +1,8 @@
 """Sweeps: grid expansion and naming, up-front validation, cluster output, local runs, summaries.
 
-One test trains for real (two seeds of a tiny digits stream in two processes); the others use
-synthetic results files or a stand-in "python" shell script that records how it was called.
+One test trains for real (two seeds of a tiny digits stream, run by the engine in-process); the
+others use synthetic results files or a stand-in "python" shell script that records how it was
+called. The engine itself (failures, locks, Ray) is tested in test_engine.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from lifelong import cli
 from lifelong.config import RunConfig
+from lifelong.engine import folder_state
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.experiment import load_run_config
 from lifelong.results import RunResults, StrategyResult
@@ -29,7 +31,6 @@ from lifelong.sweep import (
     build_sweep,
     format_summary,
     job_name,
-    job_status,
     load_sweep,
     prepare_run_dirs,
     summarize,
@@ -212,19 +213,24 @@ def test_run_dirs_hold_the_exact_config_and_refuse_changed_settings(tmp_path):
     assert not (tmp_path / "seed=2").exists()  # nothing written when a clash is found
 
 
-def test_job_status(tmp_path):
-    labels = ["finetune", "ewc"]
-    assert job_status(tmp_path / "none", labels) == "pending"
+def test_folder_state(tmp_path):
+    def with_config(run_dir: Path) -> Path:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"strategies": ["finetune", "ewc"]}))
+        return run_dir
+
+    assert folder_state(with_config(tmp_path / "none")) == "pending"
     cases = {
         ("complete", "complete"): "complete",
         ("complete", "failed"): "failed",
         ("complete", "partial"): "partial",
     }
     for (a, b), expected in cases.items():
-        write_results(tmp_path / a / b, {}, {"finetune": (ONE_TASK, a), "ewc": (ONE_TASK, b)})
-        assert job_status(tmp_path / a / b, labels) == expected
-    write_results(tmp_path / "one", {}, {"finetune": (ONE_TASK, "complete")})
-    assert job_status(tmp_path / "one", labels) == "partial"  # ewc not started
+        run_dir = with_config(tmp_path / a / b)
+        write_results(run_dir, {}, {"finetune": (ONE_TASK, a), "ewc": (ONE_TASK, b)})
+        assert folder_state(run_dir) == expected
+    write_results(with_config(tmp_path / "one"), {}, {"finetune": (ONE_TASK, "complete")})
+    assert folder_state(tmp_path / "one") == "partial"  # ewc not started
 
 
 # ------------------------------------------------------------------------------------------------
@@ -317,30 +323,10 @@ def test_emit_slurm_writes_an_array_over_jobs_txt(tmp_path, capsys):
 # Local runs
 
 
-def test_local_scheduler_threads_gpus_and_failures(tmp_path, capsys):
-    """Stand-in jobs: each records its environment; one fails, which stops none of the others."""
-    body = (
-        'printf "%s %s\\n" "$OMP_NUM_THREADS" "$CUDA_VISIBLE_DEVICES" > "$5/env.txt"\n'
-        'case "$5" in *seed=1) exit 3;; esac'
-    )
-    path = write_toml(tmp_path / "s.toml", TINY, {"seed": [0, 1, 2, 3]})
-    out = tmp_path / "out"
-    argv = ["sweep", str(path), "--out", str(out), "--jobs", "2", "--threads", "3"]
-    assert run_cli([*argv, "--gpus", "0,1", "--python", str(fake_python(tmp_path, body))]) == 1
-    envs = [(out / f"seed={s}" / "env.txt").read_text().split() for s in range(4)]
-    assert all(threads == "3" for threads, _ in envs)
-    assert {gpu for _, gpu in envs} == {"0", "1"}
-    assert {envs[0][1], envs[1][1]} == {"0", "1"}  # the first two ran at once, one GPU each
-    record = json.loads((out / "sweep.json").read_text())
-    assert [j["returncode"] for j in record["jobs"]] == [0, 3, 0, 0]
-    assert {j["status"] for j in record["jobs"]} == {"error"}  # no results.json was written
-    assert "4 of 4 jobs not complete" in capsys.readouterr().err
-
-
 def test_local_sweep_trains_skips_and_summarizes(tmp_path, capsys):
     path = write_toml(tmp_path / "s.toml", {**TINY, "strategy": ["finetune"]}, {"seed": [0, 1]})
     out = tmp_path / "out"
-    assert run_cli(["sweep", str(path), "--out", str(out), "--jobs", "2"]) == 0
+    assert run_cli(["sweep", str(path), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     run_dirs = sorted(p.parent for p in out.rglob("results.json"))
     assert [p.name for p in run_dirs] == ["seed=0", "seed=1"]
@@ -348,9 +334,9 @@ def test_local_sweep_trains_skips_and_summarizes(tmp_path, capsys):
     assert [r["config"]["seed"] for r in results] == [0, 1]
     assert all(r["strategies"]["finetune"]["status"] == "complete" for r in results)
     record = json.loads((out / "sweep.json").read_text())
-    assert [(j["name"], j["status"], j["returncode"]) for j in record["jobs"]] == [
-        ("seed=0", "complete", 0),
-        ("seed=1", "complete", 0),
+    assert [(j["name"], j["status"], j["outcome"]) for j in record["jobs"]] == [
+        ("seed=0", "complete", "complete"),
+        ("seed=1", "complete", "complete"),
     ]
     # The summary's mean and sample std equal those computed here from the two results files.
     summary = json.loads((out / "summary.json").read_text())
@@ -366,11 +352,13 @@ def test_local_sweep_trains_skips_and_summarizes(tmp_path, capsys):
     assert f"{100 * statistics.fmean(acc):.2f} ± {100 * statistics.stdev(acc):.2f}" in printed
     # Second invocation: both jobs complete, nothing retrains or rewrites.
     stamps = {d: (d / "results.json").stat().st_mtime_ns for d in run_dirs}
-    logs = {d: (d / "job.log").read_text() for d in run_dirs}
-    assert run_cli(["sweep", str(path), "--out", str(out), "--jobs", "2"]) == 0
+    assert run_cli(["sweep", str(path), "--out", str(out)]) == 0
     assert "2 already done, running 0" in capsys.readouterr().out
     assert {d: (d / "results.json").stat().st_mtime_ns for d in run_dirs} == stamps
-    assert {d: (d / "job.log").read_text() for d in run_dirs} == logs
+    record = json.loads((out / "sweep.json").read_text())
+    assert [(j["outcome"], j["reason"]) for j in record["jobs"]] == [
+        ("skipped", "already complete")
+    ] * 2
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,6 +412,16 @@ def test_summarize_groups_by_setting_over_seeds(tmp_path, capsys):
     assert json.loads((tmp_path / "summary.json").read_text())["groups"][1]["runs"] == [
         "runs/lr=0.1,seed=0", "runs/lr=0.1,seed=1", "runs/lr=0.1,seed=2"
     ]  # fmt: skip
+    # The study's report: the same mean ± std, the figure, a link to every run.
+    (tmp_path / "runs" / "lr=0.1,seed=1" / "report.html").write_text("a run's own report")
+    page = (tmp_path / "report.html").read_text()
+    assert f"{100 * statistics.fmean(acc):.2f} ± {100 * statistics.stdev(acc):.2f}" in page
+    assert (
+        page.count("data:image/png;base64,") == 1 and (tmp_path / "plots" / "summary.png").is_file()
+    )
+    assert 'href="runs/lr=0.1,seed=0/results.json"' in page
+    assert run_cli(["summarize", str(tmp_path)]) == 0  # again: the run's report is linked now
+    assert 'href="runs/lr=0.1,seed=1/report.html"' in (tmp_path / "report.html").read_text()
 
 
 def test_summarize_without_results(tmp_path, capsys):

@@ -135,6 +135,17 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_plugin_flag(p: Any) -> None:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: your strategies, streams, models (repeatable; also "
+        "plugins = [...] in a config file)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lifelong",
@@ -156,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-report", action="store_true", help="skip plots and report.html")
     g.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_plugin_flag(g)
 
-    sub.add_parser("list", help="data sets, streams, models and strategies")
+    _add_plugin_flag(sub.add_parser("list", help="data sets, streams, models and strategies"))
 
     show = sub.add_parser(
         "show", help="a strategy's, stream's or model's settings: type, default, meaning, paper"
@@ -226,6 +238,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"--resume takes every setting from {args.resume}/config.json; drop {flags}"
             )
         run_dir = Path(args.resume)
+        from lifelong.plugins import load_plugins
+
+        load_plugins(args.plugin, "--plugin")  # config.json names the run's own plugins
         config = load_run_config(run_dir)
     else:
         file = load_config_file(args.config) if args.config else {}
@@ -241,6 +256,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "seed" in raw and "seeds" in raw:
             raise ConfigError(f"{args.config}: give seed (one run) or seeds (a study), not both")
         raw.update({k: getattr(args, k) for k in RUN_FLAGS if hasattr(args, k)})
+        if args.plugin:
+            listed = raw.get("plugins") or []
+            listed = [listed] if isinstance(listed, str) else list(listed)
+            raw["plugins"] = listed + [m for m in args.plugin if m not in listed]
         config = RunConfig.from_dict(raw)
         run_dir = Path(args.out) if args.out else new_run_dir()
     if run_dir.exists() and not run_dir.is_dir():
@@ -276,7 +295,10 @@ def _finish(results: dict, run_dir: Path, report: bool = True) -> int:
     return 1 if failed else 0
 
 
-def cmd_list(_: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
+    from lifelong.plugins import load_plugins
+
+    load_plugins(args.plugin, "--plugin")
     from lifelong.data import IMAGE_SOURCES
     from lifelong.models import MODELS
     from lifelong.strategies import STRATEGIES

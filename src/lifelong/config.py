@@ -243,8 +243,12 @@ class RunConfig:
     eval_batch_size: int = 8192
     log: tuple[str, ...] = ()  # loggers: csv, tensorboard, wandb
     strategies: tuple[StrategySpec, ...] = (StrategySpec("finetune", "finetune"),)
+    plugins: tuple[str, ...] = ()  # modules imported first: a user's strategies, streams, models
 
     def __post_init__(self) -> None:
+        from lifelong.plugins import load_plugins
+
+        load_plugins(self.plugins, "plugins")  # before the names below are looked up
         from lifelong.data import IMAGE_SOURCES
         from lifelong.models import MODELS
         from lifelong.strategies import STRATEGIES
@@ -361,6 +365,7 @@ class RunConfig:
             d[key] = list(d[key]) if d[key] is not None else None
         d["log"] = list(self.log)
         d["strategies"] = [s.label for s in self.strategies]
+        d["plugins"] = list(self.plugins)
         return d
 
     @classmethod
@@ -387,6 +392,11 @@ class RunConfig:
             d["strategies"] = tuple(
                 s if isinstance(s, StrategySpec) else StrategySpec.parse(s) for s in items
             )
+        plugins = d.get("plugins", ())
+        plugins = [plugins] if isinstance(plugins, str) else plugins
+        if not isinstance(plugins, list | tuple) or not all(isinstance(m, str) for m in plugins):
+            raise ConfigError(f"plugins must be a list of module names, got {plugins!r}")
+        d["plugins"] = tuple(plugins)
         if not isinstance(d.get("stream_options", {}), dict):
             raise ConfigError(f"stream_options must be a table, got {d['stream_options']!r}")
         if isinstance(d.get("stream"), str) and ":" in d["stream"]:

@@ -1,4 +1,4 @@
-"""Many experiments at once: a grid of run settings, run locally in parallel or on a cluster.
+"""Many experiments at once: a grid of run settings, run by the engine, here or on a cluster.
 
 A sweep file (TOML or YAML) has two tables. ``base`` holds run settings with the keys of
 ``lifelong run --config``; ``grid`` holds settings with a list of values each. The cartesian
@@ -21,25 +21,33 @@ values, e.g. ``OUT/seed=0,lr=0.1``::
 Every job is validated before anything runs; all problems are reported at once, one line each.
 The sweep writes ``OUT/<job>/config.json`` for each job, ``OUT/jobs.txt`` (the run directories,
 one a line, in grid order) and ``OUT/sweep.json`` (the jobs, their grid values and status).
-Each job is the command ``python -m lifelong.cli run --resume OUT/<job> --quiet --no-report``:
-it starts the run when nothing is there yet and continues it from the last finished task
-otherwise, so running a job again is always safe.
+A job is a unit of :mod:`lifelong.engine`: running it starts its run directory when nothing is
+there yet and continues it from the last finished task otherwise (exactly ``lifelong run --resume
+OUT/<job>``), so running a sweep again is always safe.
 
 Locally::
 
-    lifelong sweep sweep.toml --out runs/sweep --jobs 4     # 4 runs at a time
-    lifelong summarize runs/sweep                           # mean ± std over seeds
+    lifelong sweep sweep.toml --out runs/sweep              # one job after another, in-process
+    lifelong sweep sweep.toml --out runs/sweep --jobs 4     # 4 at a time on a local Ray
+    lifelong summarize runs/sweep                           # mean ± std over seeds, report.html
 
-runs ``--jobs`` processes at a time, each with ``OMP_NUM_THREADS = max(1, cores // jobs)``
-(``--threads`` overrides; ``--gpus 0,1`` spreads the running jobs over those GPUs through
-``CUDA_VISIBLE_DEVICES``, with ``device = "cuda"`` in the sweep file). Complete jobs are
-skipped, interrupted ones resumed; one failing job does not stop the others, and the exit status
-is 0 only when every job is complete. Each job's output goes to ``OUT/<job>/job.log``.
+On a Ray cluster (``ray start --head`` on one node, ``ray start --address HEAD:6379`` on the
+others; the output directory on a filesystem every node sees)::
 
-On a cluster with a shared filesystem (the output directory and the Python environment visible
-from every node):
+    lifelong sweep sweep.toml --out /shared/sweep --address HEAD:6379 --threads 4
 
-* GNU parallel or any scheduler that takes shell commands::
+Every job is a Ray task asking for ``--threads`` CPUs (and ``--gpus-per-unit`` GPUs); see
+:func:`lifelong.engine.run_units` for what happens on failure, Ctrl-C and SIGTERM. Complete jobs
+are skipped, interrupted ones resumed; one failing job does not stop the others, and the exit
+status is 0 only when every job is complete. ``OUT/sweep.json`` records each job's state and the
+outcome of the last launch (with the reason of a failure). Plugins (``plugins = [...]`` in the
+file, or ``--plugin MODULE``) are stored in every job's ``config.json`` and imported wherever the
+job runs.
+
+Without Ray, on any scheduler that takes shell commands, with the output directory and the
+Python environment visible from every node:
+
+* GNU parallel or similar::
 
       lifelong sweep sweep.toml --out /shared/sweep --emit commands --threads 4 > jobs.sh
       parallel -j 8 < jobs.sh                  # or: one line per job of your scheduler
@@ -58,8 +66,8 @@ from every node):
   an array's size (MaxArraySize, often 1001); split larger sweeps into several files.
 
 Re-submitting is safe: when some jobs were cut off (time limit, pre-emption), emit again and
-submit again; complete jobs are left out and cut-off ones resume from their last finished task.
-Do not run two copies of the same job at the same time (they would write the same directory).
+submit again; complete jobs are left out and cut-off ones resume from their last finished task;
+a job already running elsewhere holds its folder's lock and is not run twice.
 Commands use the absolute path of the Python that ran ``lifelong sweep`` (``--python`` to name
 another) and absolute run directories, so they work from any working directory. A job whose
 strategy diverged (status ``failed``) is not re-run: its result would be the same; delete its
@@ -69,36 +77,31 @@ fine when only new jobs appear; a job whose settings changed under the same name
 ``lifelong summarize DIR`` reads every ``results.json`` under DIR (a sweep's runs, or any run
 directories), groups complete strategy results by their setting (every run setting except the
 seed and the ones that do not change results: ``data_dir``, ``device``, ``eval_every``,
-``eval_batch_size``), and prints the mean ± sample standard deviation (ddof = 1) over seeds of
+``eval_batch_size``, ``plugins``), and prints the mean ± sample standard deviation (ddof = 1) over seeds of
 ACC, BWT, FWT and forgetting per strategy label and setting, with n (the number of seeds); it
-writes ``DIR/summary.csv`` and ``DIR/summary.json`` (fractions, not percent, as in
-results.json).
+writes ``DIR/summary.csv``, ``DIR/summary.json`` (fractions, not percent, as in
+results.json) and ``DIR/report.html``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import hashlib
 import io
 import itertools
 import json
-import os
 import re
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifelong.errors import ConfigError, DataError, LifelongError, RunInterrupted
+from lifelong.errors import ConfigError, DataError, LifelongError
 
 if TYPE_CHECKING:
     from lifelong.config import RunConfig
@@ -109,14 +112,13 @@ if TYPE_CHECKING:
 SWEEP_FILE = "sweep.json"
 JOBS_FILE = "jobs.txt"
 SBATCH_FILE = "sweep.sbatch"
-JOB_LOG = "job.log"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 
-DONE = ("complete", "failed")
-"""Job statuses that running the job again would not change."""
 
-NOT_A_SETTING = ("seed", "strategies", "data_dir", "device", "eval_every", "eval_batch_size")
+NOT_A_SETTING = (
+    "seed", "strategies", "data_dir", "device", "eval_every", "eval_batch_size", "plugins"
+)  # fmt: skip
 """Config keys that do not define a setting of the summary (seeds are averaged over)."""
 
 SUMMARY_METRICS = ("acc", "bwt", "fwt", "forgetting", "learning_accuracy")
@@ -160,11 +162,14 @@ def _canonical_json(value: Any) -> str:
 
 
 def read_sweep_file(path: str | Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """The ``base`` and ``grid`` tables of a TOML or YAML sweep file, checked for shape."""
+    """The ``base`` and ``grid`` tables of a TOML or YAML sweep file, checked for shape.
+
+    A top-level ``plugins = [...]`` joins the ``base`` settings (every job imports them).
+    """
     from lifelong.config import load_config_file
 
     raw = load_config_file(path)
-    unknown = sorted(set(raw) - {"base", "grid"})
+    unknown = sorted(set(raw) - {"base", "grid", "plugins"})
     if unknown:
         raise ConfigError(
             f"sweep file {path}: unknown top-level key(s) {', '.join(unknown)}; put run settings "
@@ -174,7 +179,18 @@ def read_sweep_file(path: str | Path) -> tuple[dict[str, Any], dict[str, list[An
     for name, table in (("base", base), ("grid", grid)):
         if not isinstance(table, dict):
             raise ConfigError(f"sweep file {path}: {name} must be a table of settings")
+    if "plugins" in raw:
+        base = _with_plugins(base, raw["plugins"])
     return base, grid
+
+
+def _with_plugins(base: dict[str, Any], plugins: Any) -> dict[str, Any]:
+    """``base`` with more plugin modules (after those it names already, each once)."""
+    extra = [plugins] if isinstance(plugins, str) else list(plugins or ())
+    have = base.get("plugins") or []
+    have = [have] if isinstance(have, str) else list(have)
+    merged = have + [m for m in extra if m not in have]
+    return {**base, "plugins": merged} if merged else base
 
 
 def _name_part(value: Any) -> str:
@@ -322,10 +338,10 @@ def _some(names: list[str], shown: int = 3) -> str:
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and validate a sweep file (see the module docstring for its format)."""
+def load_sweep(path: str | Path, plugins: Sequence[str] = ()) -> Sweep:
+    """Read and validate a sweep file (see the module docstring); ``plugins`` join its own."""
     base, grid = read_sweep_file(path)
-    return build_sweep(base, grid, source=path)
+    return build_sweep(_with_plugins(base, plugins), grid, source=path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,27 +353,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     from lifelong.results import atomic_write_text as write
 
     write(path, text)
-
-
-def job_status(run_dir: Path, labels: Sequence[str]) -> str:
-    """``pending`` (nothing yet), ``partial``, ``complete`` (every strategy) or ``failed``.
-
-    ``failed`` means every strategy finished or diverged and at least one diverged: running the
-    job again would not change it.
-    """
-    path = run_dir / "results.json"
-    if not path.is_file():
-        return "pending"
-    try:
-        strategies = json.loads(path.read_text()).get("strategies") or {}
-    except (OSError, ValueError, AttributeError):
-        return "partial"
-    states = [(strategies.get(label) or {}).get("status") for label in labels]
-    if all(s == "complete" for s in states):
-        return "complete"
-    if all(s in DONE for s in states):
-        return "failed"
-    return "partial"
 
 
 def prepare_run_dirs(sweep: Sweep, out: Path) -> None:
@@ -392,12 +387,13 @@ def prepare_run_dirs(sweep: Sweep, out: Path) -> None:
 
 @dataclass
 class JobState:
-    """What ``sweep.json`` records for one job."""
+    """What ``sweep.json`` records for one job: its folder's state and this launch's outcome."""
 
     name: str
     values: dict[str, Any]
-    status: str
-    returncode: int | None = None
+    status: str  # the folder: pending | partial | complete | failed
+    outcome: str | None = None  # this launch: complete | failed | interrupted | skipped
+    reason: str | None = None
     seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,18 +402,16 @@ class JobState:
             "run_dir": self.name,
             "grid": self.values,
             "status": self.status,
-            "returncode": self.returncode,
+            "outcome": self.outcome,
+            "reason": self.reason,
             "seconds": self.seconds,
-            "log": f"{self.name}/{JOB_LOG}",
         }
 
 
 def job_states(sweep: Sweep, out: Path) -> list[JobState]:
-    labels = {job.name: [s.label for s in job.config.strategies] for job in sweep.jobs}
-    return [
-        JobState(job.name, job.values, job_status(out / job.name, labels[job.name]))
-        for job in sweep.jobs
-    ]
+    from lifelong.engine import folder_state
+
+    return [JobState(job.name, job.values, folder_state(out / job.name)) for job in sweep.jobs]
 
 
 def write_sweep_json(sweep: Sweep, out: Path, states: Sequence[JobState]) -> None:
@@ -447,164 +441,6 @@ def job_command(run_dir: Path, python: str = sys.executable) -> list[str]:
     return [python, "-m", "lifelong.cli", "run", "--resume", str(run_dir), "--quiet", "--no-report"]
 
 
-def default_threads(jobs: int) -> int:
-    """CPU threads per job when ``jobs`` run at once on this machine."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // jobs)
-
-
-# --------------------------------------------------------------------------------------------
-# Running locally
-
-
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Refuse a second local sweep into the same directory while one runs."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".sweep.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError(
-                f"another `lifelong sweep` is running into {out}; wait for it or use another --out"
-            ) from None
-        yield
-
-
-@dataclass
-class _Running:
-    job: Job
-    state: JobState
-    process: subprocess.Popen
-    started: float
-    slot: int
-    log: Any = field(repr=False, default=None)
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
-
-
-def run_local(
-    sweep: Sweep,
-    out: Path,
-    *,
-    jobs: int = 1,
-    threads: int | None = None,
-    gpus: Sequence[str] = (),
-    python: str = sys.executable,
-    echo: Callable[[str], None] = print,
-    poll_seconds: float = 0.2,
-) -> list[JobState]:
-    """Run every job that is not done, ``jobs`` at a time, each in its own process.
-
-    Run directories must be prepared (:func:`prepare_run_dirs`). ``sweep.json`` is rewritten
-    whenever a job starts or ends. Ctrl-C stops the running jobs (their finished tasks are
-    kept) and raises :class:`RunInterrupted`.
-    """
-    threads = threads or default_threads(jobs)
-    states = job_states(sweep, out)
-    by_name = {s.name: s for s in states}
-    todo = [j for j in sweep.jobs if by_name[j.name].status not in DONE]
-    skipped = len(sweep.jobs) - len(todo)
-    echo(
-        f"sweep: {len(sweep.jobs)} jobs, {skipped} already done, running {len(todo)} "
-        f"({jobs} at a time, {threads} thread(s) each) into {out}"
-    )
-    write_sweep_json(sweep, out, states)
-    running: list[_Running] = []
-    finished = 0
-    try:
-        while todo or running:
-            while todo and len(running) < jobs:
-                slot = min(set(range(jobs)) - {r.slot for r in running})
-                running.append(_start(todo.pop(0), by_name, out, slot, threads, gpus, python))
-                write_sweep_json(sweep, out, states)
-            time.sleep(poll_seconds)
-            for item in [r for r in running if r.process.poll() is not None]:
-                running.remove(item)
-                finished += 1
-                _finish(item, out)
-                message = f"[{finished}/{len(sweep.jobs) - skipped}] {item.job.name}: "
-                message += f"{item.state.status} ({item.state.seconds:.1f} s)"
-                if item.state.status != "complete":
-                    reason = _last_line(out / item.job.name / JOB_LOG)
-                    message += f" exit {item.state.returncode}" + (f": {reason}" if reason else "")
-                echo(message)
-                write_sweep_json(sweep, out, states)
-    except KeyboardInterrupt:
-        _stop(running, out)
-        write_sweep_json(sweep, out, states)
-        raise RunInterrupted(
-            f"interrupted; finished tasks are saved in {out}; run the same `lifelong sweep` "
-            "command again to continue"
-        ) from None
-    return states
-
-
-def _start(
-    job: Job,
-    states: dict[str, JobState],
-    out: Path,
-    slot: int,
-    threads: int,
-    gpus: Sequence[str],
-    python: str,
-) -> _Running:
-    run_dir = out / job.name
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    command = job_command(run_dir, python)
-    log = open(run_dir / JOB_LOG, "a")  # noqa: SIM115 - closed in _finish
-    log.write(f"# {datetime.now().isoformat(timespec='seconds')}: {shlex.join(command)}\n")
-    log.flush()
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-    )
-    state = states[job.name]
-    state.status, state.returncode, state.seconds = "running", None, None
-    return _Running(job, state, process, time.perf_counter(), slot, log)
-
-
-def _finish(item: _Running, out: Path) -> None:
-    item.log.close()
-    state = item.state
-    state.returncode = item.process.returncode
-    state.seconds = round(time.perf_counter() - item.started, 3)
-    status = job_status(out / item.job.name, [s.label for s in item.job.config.strategies])
-    state.status = status if status in DONE else "error"
-
-
-def _stop(running: list[_Running], out: Path, grace_seconds: float = 30.0) -> None:
-    """Ctrl-C to every running job (they save their finished tasks), then wait for them."""
-    for item in running:
-        with contextlib.suppress(ProcessLookupError):
-            item.process.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace_seconds
-    for item in running:
-        try:
-            item.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            item.process.kill()
-            item.process.wait()
-        _finish(item, out)
-        if item.state.status == "error":
-            item.state.status = "partial"
-
-
 # --------------------------------------------------------------------------------------------
 # Cluster: commands and SLURM
 
@@ -618,7 +454,7 @@ def emit_commands(sweep: Sweep, out: Path, threads: int, python: str = sys.execu
     return [
         env + shlex.join(job_command((out / s.name).resolve(), python))
         for s in states
-        if s.status not in DONE
+        if s.status not in ("complete", "failed")
     ]
 
 
@@ -647,7 +483,7 @@ def write_slurm(
     states = job_states(sweep, out)
     write_sweep_json(sweep, out, states)
     jobs_file = write_jobs_file(sweep, out).resolve()
-    pending = [i for i, s in enumerate(states) if s.status not in DONE]
+    pending = [i for i, s in enumerate(states) if s.status not in ("complete", "failed")]
     script = out / SBATCH_FILE
     if not pending:
         script.unlink(missing_ok=True)
@@ -849,54 +685,45 @@ def format_summary(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-def write_summary(summary: Summary) -> tuple[Path, Path]:
+def write_summary(summary: Summary) -> tuple[Path, Path, Path]:
+    """Write ``summary.csv``, ``summary.json`` and the report page into the summary's root."""
+    from lifelong.report.summary import build_summary_report
+
     csv_path, json_path = summary.root / SUMMARY_CSV, summary.root / SUMMARY_JSON
+    record = summary.to_dict()
     atomic_write_text(csv_path, summary.to_csv())
-    atomic_write_text(json_path, json.dumps(summary.to_dict(), indent=1, default=str) + "\n")
-    return csv_path, json_path
+    atomic_write_text(json_path, json.dumps(record, indent=1, default=str) + "\n")
+    return csv_path, json_path, build_summary_report(record, summary.root)
 
 
 # --------------------------------------------------------------------------------------------
 # Command line
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_sweep_parsers(subparsers: Any) -> None:
     """Add ``sweep`` and ``summarize`` to the CLI's subparsers (handlers via ``handler``)."""
+    from lifelong.engine import add_engine_flags
+
     sweep = subparsers.add_parser(
         "sweep",
-        help="run a grid of settings x seeds, locally in parallel or on a cluster",
+        help="run a grid of settings x seeds, locally in parallel or on a Ray cluster",
         description="Expand a sweep file's [grid] over its [base] settings and run every job "
-        "(complete ones are skipped, interrupted ones resumed), or print them for a cluster.",
+        "(complete ones are skipped, interrupted ones resumed), or emit them for SLURM.",
     )
     sweep.add_argument("file", help="TOML or YAML file with a [base] and a [grid] table")
     sweep.add_argument("--out", required=True, help="directory of the sweep's run directories")
+    add_engine_flags(sweep, jobs_help="; with --emit slurm, the array's limit (default none)")
     sweep.add_argument(
-        "--jobs",
-        type=_positive_int,
-        help="jobs at a time (default 1); with --emit slurm, the array's limit (default none)",
-    )
-    sweep.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="CPU threads per job (default: cores // jobs; with --emit slurm: 1)",
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first in every process (your strategies, streams, models)",
     )
     sweep.add_argument(
         "--emit",
         choices=("commands", "slurm"),
         help="run nothing: print one shell command per pending job, or write OUT/sweep.sbatch",
-    )
-    sweep.add_argument(
-        "--gpus", help="local runs: spread running jobs over these GPUs, e.g. 0,1 (comma list)"
     )
     sweep.add_argument(
         "--sbatch",
@@ -908,34 +735,35 @@ def add_sweep_parsers(subparsers: Any) -> None:
     sweep.add_argument(
         "--python",
         default=sys.executable,
-        help="Python that runs each job (default: this one, %(default)s)",
+        help="with --emit: the Python that runs each job (default: this one, %(default)s)",
     )
     sweep.set_defaults(handler=cmd_sweep)
 
     summ = subparsers.add_parser(
         "summarize",
-        help="mean ± std over seeds of every results.json under DIR",
+        help="mean ± std over seeds of every results.json under DIR, and a report",
         description="Group every results.json under DIR by setting (all but the seed) and "
-        "strategy; print mean ± std of ACC, BWT, FWT and forgetting; write DIR/summary.csv and "
-        "DIR/summary.json.",
+        "strategy; print mean ± std of ACC, BWT, FWT and forgetting; write DIR/summary.csv, "
+        "DIR/summary.json and DIR/report.html.",
     )
     summ.add_argument("dir", help="a sweep's --out, or any folder of run directories")
     summ.set_defaults(handler=cmd_summarize)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``lifelong sweep``: validate every job, prepare run dirs, then run or emit them."""
+    """``lifelong sweep``: validate every job, prepare run dirs, then run them or emit them."""
+    from lifelong.engine import Unit, run_units
+    from lifelong.results import run_lock
+
     if args.sbatch and args.emit != "slurm":
         raise ConfigError("--sbatch only goes with --emit slurm")
-    if args.gpus and args.emit:
-        raise ConfigError("--gpus is for local runs; with --emit, give GPUs to your scheduler")
-    gpus = [g.strip() for g in (args.gpus or "").split(",") if g.strip()]
-    sweep = load_sweep(args.file)
+    if args.emit and (args.address or args.gpus_per_unit):
+        raise ConfigError("--address and --gpus-per-unit run units on Ray; drop them with --emit")
+    sweep = load_sweep(args.file, plugins=args.plugin)
     out = Path(args.out)
     prepare_run_dirs(sweep, out)
     if args.emit == "commands":
-        threads = args.threads or default_threads(args.jobs or 1)
-        commands = emit_commands(sweep, out, threads, args.python)
+        commands = emit_commands(sweep, out, args.threads or 1, args.python)
         for command in commands:
             print(command)
         print(
@@ -957,17 +785,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         else:
             print(f"sweep: {count} of {len(sweep.jobs)} jobs in {script}; submit: sbatch {script}")
         return 0
-    with _exclusive(out):
-        states = run_local(
-            sweep, out, jobs=args.jobs or 1, threads=args.threads, gpus=gpus, python=args.python
+    with run_lock(out, "sweep"):
+        states = job_states(sweep, out)
+        done = sum(s.status in ("complete", "failed") for s in states)
+        where = (
+            f"on the Ray cluster at {args.address}"
+            if args.address
+            else f"{args.jobs or 1} at a time"
         )
-    try:
-        summary = summarize(out)
-    except DataError:  # no job wrote results: the lines above say why
-        pass
-    else:
-        print(format_summary(summary))
-        print(f"summary: {write_summary(summary)[0]}")
+        print(f"sweep: {len(states)} jobs, {done} already done, running {len(states) - done} ({where}) into {out}")  # fmt: skip
+        write_sweep_json(sweep, out, states)
+        units = [Unit(out / job.name, job.name) for job in sweep.jobs]
+        try:
+            outcomes = run_units(
+                units,
+                jobs=args.jobs or 1,
+                address=args.address,
+                threads=args.threads,
+                gpus_per_unit=args.gpus_per_unit,
+                plugins=args.plugin,
+                quiet=False,
+            )
+        finally:
+            states = job_states(sweep, out)
+            write_sweep_json(sweep, out, states)
+        for state, outcome in zip(states, outcomes, strict=True):
+            state.outcome, state.reason, state.seconds = (
+                outcome.status,
+                outcome.reason,
+                outcome.seconds,
+            )
+        write_sweep_json(sweep, out, states)
+    _print_summary(out)
     not_complete = [s for s in states if s.status != "complete"]
     if not_complete:
         print(
@@ -979,12 +828,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_summary(out: Path) -> None:
+    try:
+        summary = summarize(out)
+    except DataError:  # no job wrote results: the lines above say why
+        return
+    print(format_summary(summary))
+    csv_path, _, report = write_summary(summary)
+    print(f"summary: {csv_path}\nreport:  {report}")
+
+
 def cmd_summarize(args: argparse.Namespace) -> int:
     """``lifelong summarize DIR``."""
     summary = summarize(args.dir)
     for line in summary.skipped:
         print(f"lifelong: skipped {line}", file=sys.stderr)
     print(format_summary(summary))
-    csv_path, json_path = write_summary(summary)
-    print(f"summary: {csv_path} {json_path}")
+    csv_path, json_path, report = write_summary(summary)
+    print(f"summary: {csv_path} {json_path}\nreport:  {report}")
     return 0
