@@ -142,6 +142,8 @@ def test_serial_units_failure_lock_skip_and_plugin(tmp_path, plugin, capsys):
 def test_plugin_flag_and_bad_plugins(tmp_path, plugin, capsys):
     assert cli.main(["list", "--plugin", plugin]) == 0
     assert "plugin-shrink" in capsys.readouterr().out
+    assert cli.main(["show", "plugin-shrink", "--plugin", plugin]) == 0
+    assert "factor" in capsys.readouterr().out
     assert cli.main(["list", "--plugin", "no_such_module_xyz"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lifelong: cannot import plugin 'no_such_module_xyz'")

@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="a strategy's, stream's or model's settings: type, default, meaning, paper"
     )
     show.add_argument("name", help="a name from `lifelong list`, e.g. ewc, split, mlp")
+    _add_plugin_flag(show)
 
     comp = sub.add_parser(
         "completion",
@@ -327,8 +328,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from lifelong.plugins import load_plugins
     from lifelong.show import show
 
+    load_plugins(args.plugin, "--plugin")
     print(show(args.name))
     return 0
 
