@@ -50,7 +50,7 @@ def summary_figure(summary: Mapping[str, Any]) -> Figure | None:
     groups = summary.get("groups") or []
     if not groups:
         return None
-    labels = [_plain(group_label(g, summary.get("varying") or [])) for g in groups]
+    labels = [_plain(f"{group_label(g, summary.get('varying') or [])}, n={g['n']}") for g in groups]
     figure = _new_figure(11.0, 1.2 + 0.32 * len(groups))
     y = np.arange(len(groups))
     for column, (key, title, _) in enumerate(METRICS):
@@ -70,11 +70,9 @@ def summary_figure(summary: Mapping[str, Any]) -> Figure | None:
         axes.invert_yaxis()
         axes.grid(axis="x", alpha=0.3)
         axes.set_title(f"{title} (mean ± std)", fontsize=9)
-        for i, (mean, n) in enumerate(zip(means, (g["n"] for g in groups), strict=True)):
+        for i, mean in enumerate(means):
             if not np.isfinite(mean):
                 axes.text(0, i, " n/a", va="center", fontsize=6)
-            elif column == 0:
-                axes.text(mean, i, f" n={n}", va="center", fontsize=6)
     return figure
 
 
