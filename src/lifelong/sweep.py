@@ -721,6 +721,11 @@ def add_sweep_parsers(subparsers: Any) -> None:
         help="import this module first in every process (your strategies, streams, models)",
     )
     sweep.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip each run's own report.html (plots); the study's report is still written",
+    )
+    sweep.add_argument(
         "--emit",
         choices=("commands", "slurm"),
         help="run nothing: print one shell command per pending job, or write OUT/sweep.sbatch",
@@ -805,6 +810,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 gpus_per_unit=args.gpus_per_unit,
                 plugins=args.plugin,
                 quiet=False,
+                reports=not args.no_report,
             )
         finally:
             states = job_states(sweep, out)
