@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-report", action="store_true", help="skip plots and report.html")
     g.add_argument("--quiet", action="store_true", help="no progress display")
     _add_plugin_flag(g)
+    from lifelong.engine import add_engine_flags
+
+    add_engine_flags(
+        run.add_argument_group("engine (a study's units: several seeds or candidate settings)")
+    )
 
     _add_plugin_flag(sub.add_parser("list", help="data sets, streams, models and strategies"))
 
@@ -269,12 +274,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         from lifelong.report import build_report
         from lifelong.study import format_study_table, run_study
 
-        study = run_study(config, run_dir, resume=bool(args.resume), quiet=args.quiet)
+        engine = {
+            "jobs": args.jobs or 1,
+            "address": args.address,
+            "threads": args.threads,
+            "gpus_per_unit": args.gpus_per_unit,
+            "plugins": args.plugin,
+            "reports": False,  # the study's report covers its units (`lifelong report UNIT`)
+        }
+        study = run_study(config, run_dir, resume=bool(args.resume), quiet=args.quiet, **engine)
         print(format_study_table(study))
         print(f"results: {run_dir / 'results.json'}")
         if not args.no_report:
             print(f"report:  {build_report(run_dir)}")
         return 0 if all(e["status"] == "complete" for e in study["strategies"].values()) else 1
+    if args.jobs or args.address or args.gpus_per_unit:
+        raise ConfigError(
+            "--jobs, --address and --gpus-per-unit run the units of a study (--seeds or candidate "
+            "lists); a single run is one unit: drop them, or use lifelong sweep"
+        )
     results = run_experiment(
         config,
         run_dir,

@@ -394,7 +394,7 @@ def run_study(
         statuses = run_units(study.select_units, quiet=quiet, **engine)
         if config.tune_tasks:
             statuses += run_units(_plan_report(study), quiet=quiet, **engine)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):  # the engine stops every unit first
         save_study(aggregate(study), run_dir)
         raise RunInterrupted(
             f"interrupted; finished tasks are kept in {run_dir / UNITS}; "
