@@ -104,10 +104,12 @@ def run_unit(
     threads: int | None = None,
     plugins: Sequence[str] = (),
     report: bool = True,
+    progress: bool = False,
 ) -> tuple[str, str | None]:
     """Start or continue one unit in this process; return ``(status, reason)``.
 
-    A complete unit also gets its own ``report.html`` (plots) unless ``report`` is false.
+    A complete unit also gets its own ``report.html`` (plots) unless ``report`` is false;
+    ``progress`` shows the per-step progress display (on a terminal).
 
     Never raises for what happens inside the unit: a user mistake, a diverged strategy or any
     exception becomes ``("failed", reason)`` (the traceback goes to ``unit-error.txt`` in the
@@ -128,7 +130,10 @@ def run_unit(
         from lifelong.experiment import load_run_config, run_experiment
 
         config = load_run_config(run_dir)  # imports the plugins named in config.json
-        results = run_experiment(config, run_dir, resume=True)
+        from lifelong.callbacks import ProgressBar
+
+        display = [ProgressBar()] if progress else []  # moves at every step on a terminal
+        results = run_experiment(config, run_dir, resume=True, callbacks=display)
     except FolderLockedError as err:
         return "skipped", str(err)
     except (RunInterrupted, KeyboardInterrupt):
@@ -193,7 +198,8 @@ def run_units(
 
     Units already done are ``skipped`` without starting anything. Ctrl-C or SIGTERM stops the
     running units (their finished tasks are saved) and raises :class:`RunInterrupted`.
-    ``quiet=False`` prints one line per unit as it ends; ``reports=False`` skips each complete
+    ``quiet=False`` prints one line per unit as it ends (and, in-process, the per-step progress
+    display); ``reports=False`` skips each complete
     unit's own report.html (about 3 s of plotting per unit on a loaded 2-core machine).
     """
     if jobs < 1:
@@ -219,7 +225,7 @@ def run_units(
     if todo:
         with _sigterm_as_interrupt():
             if jobs == 1 and not address:
-                _run_serial(units, todo, threads, plugins, reports, report)
+                _run_serial(units, todo, threads, plugins, reports, not quiet, report)
             else:
                 _run_ray(
                     units, todo, jobs, address, threads, gpus_per_unit, plugins, reports, report
@@ -240,11 +246,12 @@ def _run_serial(
     threads: int | None,
     plugins: Sequence[str],
     reports: bool,
+    progress: bool,
     report: Callable[[int, str, str | None, float | None], None],
 ) -> None:
     for index in todo:
         start = time.perf_counter()
-        status, reason = run_unit(units[index].run_dir, threads, plugins, reports)
+        status, reason = run_unit(units[index].run_dir, threads, plugins, reports, progress)
         report(index, status, reason, time.perf_counter() - start)
         if status == "interrupted":
             raise _interrupted()
