@@ -148,3 +148,18 @@ def test_batch_norm_model_takes_the_generic_route():
     """Batch statistics mix the samples of all tasks in one pass: that model must not qualify."""
     model = NormNet()
     assert samplewise_linears(model, trainable(model)) is None
+
+
+def test_memory_gather_equals_flat_then_index():
+    """A-GEM's per-step draw copies only the drawn samples; they must be the same samples."""
+    from lifelong.strategies.memory.buffer import EpisodicMemory
+
+    memory = EpisodicMemory(4)
+    gen = torch.Generator().manual_seed(0)
+    for task, n in ((3, 4), (5, 2), (7, 4)):
+        memory.write_all(task, torch.randn(n, 1, 2, 2, generator=gen), torch.arange(n) + task)
+    rows = [0, 2, 1]
+    x, y, t = memory.flat(rows)
+    index = torch.randperm(len(y), generator=gen)[:7]
+    gx, gy, gt = memory.gather(rows, index)
+    assert torch.equal(gx, x[index]) and torch.equal(gy, y[index]) and torch.equal(gt, t[index])

@@ -68,10 +68,12 @@ class AGEM(Strategy):
         rows = self.memory.rows_except(task.id)
         if not rows:
             return
-        x, y, task_ids = self.memory.flat(rows)
-        if len(y) > self.sample_size:
-            pick = torch.randperm(len(y), device=y.device)[: self.sample_size]
-            x, y, task_ids = x[pick], y[pick], task_ids[pick]
+        stored = self.memory.stored(rows)
+        if stored > self.sample_size:
+            pick = torch.randperm(stored, device=self.memory.y.device)[: self.sample_size]
+            x, y, task_ids = self.memory.gather(rows, pick)
+        else:
+            x, y, task_ids = self.memory.flat(rows)
         ref = Batch(
             x,
             y,

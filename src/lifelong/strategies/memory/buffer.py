@@ -258,6 +258,23 @@ class EpisodicMemory:
             ts.append(torch.full((n,), self.task_ids[r], dtype=torch.long, device=self.y.device))
         return torch.cat(xs), torch.cat(ys), torch.cat(ts)
 
+    def stored(self, rows: list[int]) -> int:
+        """Samples stored in ``rows``."""
+        return sum(self.counts[r] for r in rows)
+
+    def gather(self, rows: list[int], index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``flat(rows)`` at the positions ``index``, copying only those samples (A-GEM draws 256
+        of up to 19 x 256 stored samples per step; concatenating all of them first would copy
+        every stored input at every step)."""
+        device = self.y.device
+        counts = torch.tensor([self.counts[r] for r in rows], device=device)
+        ends = counts.cumsum(0)
+        which = torch.searchsorted(ends, index, right=True)
+        slot = index - (ends - counts)[which]
+        row = torch.tensor(rows, device=device)[which]
+        tids = torch.tensor([self.task_ids[r] for r in rows], device=device)[which]
+        return self.x[row, slot], self.y[row, slot], tids
+
     def describe(self) -> dict[str, Any]:
         """What the memory holds, for results.json (fair comparisons of memory budgets)."""
         return {
