@@ -437,3 +437,26 @@ def test_summarize_notes_a_seed_counted_twice(tmp_path):
     summary = summarize(tmp_path)
     assert [g.n for g in summary.groups] == [2]
     assert "finetune has seed(s) 0 more than once" in format_summary(summary)
+
+
+def test_summary_report_of_a_study_shows_each_chosen_setting_and_its_validation_score(
+    tmp_path, capsys
+):
+    """`lifelong summarize` of a `lifelong run --seeds ... --validation` folder: the page has the
+    candidates' mean ± std, and the chosen setting with its validation score (from the study's
+    schema-2 results.json). Seen failing with the studies' section left out of the page."""
+    out = tmp_path / "study"
+    argv = ["run", "--data", "digits", "--tasks", "2", "--train-samples", "60"]
+    argv += ["--test-samples", "30", "--hidden", "16", "--seeds", "0", "1", "--validation", "0.2"]
+    argv += ["--strategy", "finetune:lr=[0.05,0.1]", "--quiet", "--no-report", "--out", str(out)]
+    assert cli.main(argv) == 0
+    study = json.loads((out / "results.json").read_text())
+    (entry,) = study["strategies"].values()
+    chosen = next(c for c in entry["candidates"] if c["chosen"])
+    assert run_cli(["summarize", str(out)]) == 0
+    assert not (out / "report.html").exists()  # the study's own report is not overwritten
+    page = (out / "summary.html").read_text()
+    assert "Chosen settings (validation scores)" in page
+    assert f"{100 * chosen['validation_score']:.2f}" in page
+    assert page.count("finetune:lr=") >= 2  # one row per candidate (two seeds each)
+    assert "<td class='num'>2</td>" in page
