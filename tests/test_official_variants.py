@@ -45,9 +45,10 @@ def test_batch_sizes_of_one_are_valid() -> None:
     from lifelong.train import TrainConfig
 
     TrainConfig(batch_size=1, eval_batch_size=1)
-    for bad in ({"batch_size": 0}, {"eval_batch_size": 0}):
-        with pytest.raises(ConfigError, match="must be at least 1"):
-            TrainConfig(**bad)
+    with pytest.raises(ConfigError, match=r"^--batch-size must be at least 1, got 0$"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match=r"^eval_batch_size must be at least 1$"):
+        TrainConfig(eval_batch_size=0)
 
 
 def test_gem_absolute_ridge_is_the_authors_eps() -> None:
