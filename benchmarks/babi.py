@@ -12,7 +12,7 @@ prints the Markdown tables of ``benchmarks/RESULTS.md`` (section 5):
 
 Each group writes ``OUT/<group>_seed<k>/`` (results.json, metrics.csv, report.html with the
 accuracy-matrix heatmaps); ``--resume`` continues interrupted runs, ``--tables`` only prints the
-tables of finished runs. With ``--jobs N`` each strategy is one job of a local ``lifelong sweep``
+tables of finished runs. With ``--jobs N`` each strategy is one unit of the engine (a local Ray)
 in ``OUT/parts/<group>_seed<k>/`` (rerunning skips finished ones and continues the others). Usage::
 
     .venv/bin/python benchmarks/babi.py                      # every group, seed 0
@@ -37,10 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT_DIR, data_dir, machine
 from lifelong.config import RunConfig
+from lifelong.engine import Unit, run_units
 from lifelong.experiment import run_experiment
 from lifelong.report import build_report
 from lifelong.results import RunResults, load_results
-from lifelong.sweep import build_sweep, prepare_run_dirs, run_local
+from lifelong.sweep import build_sweep, prepare_run_dirs
 
 GROUPS: dict[str, dict[str, Any]] = {
     # MemN2N: 3 hops, d = 50 (the paper's joint setting), PE, TE, RN, 50 most recent statements.
@@ -172,17 +173,18 @@ def run_group(run: GroupRun) -> Path:
 
 
 def _run_parts(run: GroupRun) -> RunResults:
-    """One ``lifelong sweep`` job per strategy (``OUT/parts/<group>_seed<k>/strategies=...``),
-    ``jobs`` at a time with one torch thread each, merged into one results object."""
+    """One unit per strategy (``OUT/parts/<group>_seed<k>/strategies=...``), ``jobs`` at a time
+    on the engine (a local Ray) with one torch thread each, merged into one results object."""
     config = config_for(run.group, run.seed, run.overrides, run.specs).to_dict()
     base = {k: v for k, v in config.items() if k != "strategies"}
     sweep = build_sweep(base, {"strategies": [[spec] for spec in run.specs]})
     out = run.out / "parts" / f"{run.group}_seed{run.seed}"
     prepare_run_dirs(sweep, out)
-    states = run_local(sweep, out, jobs=run.jobs, threads=1)
-    finished = [out / s.name for s in states if (out / s.name / "results.json").exists()]
+    units = [Unit(out / job.name, job.name) for job in sweep.jobs]
+    statuses = run_units(units, jobs=run.jobs, threads=1, quiet=False, reports=False)
+    finished = [s.unit.run_dir for s in statuses if (s.unit.run_dir / "results.json").exists()]
     if not finished:
-        raise SystemExit(f"no strategy of {run.group} saved results; see the logs in {out}")
+        raise SystemExit(f"no strategy of {run.group} saved results: {statuses[0].reason}")
     merged = RunResults(config=config, stream=load_results(finished[0]).stream)
     for run_dir in finished:
         merged.strategies.update(load_results(run_dir).strategies)
