@@ -208,14 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--mirror", help="base URL to download from instead of the official source")
     data_sub.add_parser("list", help="data sets and where their files are looked for")
 
-    fig = sub.add_parser("figure", help="reproduce a figure of the lecture / papers")
-    fig.add_argument(
-        "name", choices=("plasticity",), help="plasticity: tasks A, B, C under SGD, L2, EWC"
+    fig = sub.add_parser(
+        "figure",
+        help="make a figure of the lecture, or all of them with a gallery page",
+        description="Make one of the lecture's figures with the library's own code, or `all` of "
+        "them with a gallery page (DIR/index.html).",
     )
-    fig.add_argument("--out", default="runs/figure-plasticity", help="output directory")
-    fig.add_argument("--data", default="digits")
-    fig.add_argument("--data-dir")
+    fig.add_argument(
+        "name",
+        metavar="NAME",
+        help="forgetting, landscape, plasticity, gem, evaluation, qa, or all",
+    )
+    fig.add_argument("--out", help="output directory (default runs/figure-NAME)")
+    fig.add_argument("--data", default="digits", help="plasticity's data: digits, mnist, fashion-mnist")
+    fig.add_argument("--data-dir", help="where data files live (plasticity's images, qa's bAbI)")
     fig.add_argument("--seed", type=int, default=0)
+    fig.add_argument(
+        "--results", metavar="DIR", help="qa: draw from this run's results.json instead of running"
+    )
 
     from lifelong.sweep import add_sweep_parsers
 
@@ -403,27 +413,46 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _one_thread() -> None:
+    """The demo's and the figures' models are tiny: one thread is as fast as two on an idle
+    machine and immune to OpenMP spin-waiting when other programs share the cores."""
     import os
 
     import torch
 
-    from lifelong.demo import run_demo
-
     if "OMP_NUM_THREADS" not in os.environ:
-        # The demo's models are tiny: one thread is as fast as two on an idle machine and
-        # immune to OpenMP spin-waiting when other programs share the cores.
         torch.set_num_threads(1)
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lifelong.demo import run_demo
+
+    _one_thread()
     run_dir = run_demo(Path(args.out), callbacks=_progress(args.quiet))
     print(f"report:  {run_dir / 'report.html'}")
     return 0
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
-    from lifelong.figures import plasticity
+    from lifelong.figures import FIGURES, FigureOptions, make_all, make_figure
 
-    print(plasticity(Path(args.out), data=args.data, data_dir=args.data_dir, seed=args.seed))
+    if args.name != "all" and args.name not in FIGURES:
+        known = ", ".join([*FIGURES, "all"])
+        raise ConfigError(f"unknown figure {args.name!r}; known: {known}")
+    _one_thread()
+    options = FigureOptions(
+        seed=args.seed, data=args.data, data_dir=args.data_dir, results=args.results
+    )
+    out = Path(args.out or f"runs/figure-{args.name}")
+    if args.name != "all":
+        made = make_figure(args.name, out, options)
+        print(f"{made.name}: {made.measured}\n{made.png}")
+        return 0
+
+    def report(name: str, made, reason: str | None) -> None:
+        print(f"{name}: {made.png}" if made is not None else f"{name}: not drawn: {reason}")
+
+    print(f"gallery: {make_all(out, options, on_figure=report)}")
     return 0
 
 

@@ -256,53 +256,94 @@ def split(spec: StreamSpec) -> Stream:
 
 @register_stream(
     "noisy",
-    "noisy images first, then clean ones (the lecture's first example)",
+    "corrupted images first, then clean ones (the lecture's first example)",
     tasks=2,
-    options=("noise",),
+    options=("noise", "occlusion"),
 )
 def noisy(spec: StreamSpec) -> Stream:
-    """Same images under decreasing Gaussian pixel noise: task 1 noisy, the last task clean.
+    """Same images under decreasing corruption: task 1 corrupted, the last task clean.
+
+    Two kinds of corruption, one level per task each, applied afresh to every image:
 
     Options:
-        noise (list of floats, default: 0.8 down to 0 evenly over the tasks, i.e. [0.8, 0.0]
-            for two tasks): standard deviation of the Gaussian noise added to pixels in [0, 1],
-            one per task; noisy pixels are clipped to [0, 1] and stored as uint8.
+        noise (list of floats): standard deviation of Gaussian noise added to pixels in [0, 1];
+            noisy pixels are clipped to [0, 1] and stored as uint8. Default, when neither option
+            is given: 0.8 down to 0 evenly over the tasks ([0.8, 0.0] for two tasks); when only
+            ``occlusion`` is given: no noise.
+        occlusion (list of ints, default none): side in pixels of a square erased (set to 0) at
+            a random position of each image, the "cutout" occlusion of DeVries & Taylor (2017,
+            arXiv:1708.04552); 0 leaves the images whole. On the 8x8 digits ``[4, 0]`` (a quarter
+            of each image hidden, then clean images) is the demo's first example: learning the
+            clean task makes the network forget the occluded one, while Gaussian noise at any
+            level does not (benchmarks/RESULTS.md, "The lecture's first example").
     """
     ds = load_image_dataset(spec.data, spec.data_dir)
-    noise = spec.options.get("noise")
-    if noise is None:
-        n_tasks = spec.tasks
-        _check_tasks(n_tasks)
-        noise = [0.8 * (1 - t / (n_tasks - 1)) if n_tasks > 1 else 0.0 for t in range(n_tasks)]
-    noise = [float(s) for s in (noise if isinstance(noise, list | tuple) else [noise])]
+    noise, occlusion = spec.options.get("noise"), spec.options.get("occlusion")
+    noise = None if noise is None else (list(noise) if isinstance(noise, list | tuple) else [noise])
+    sizes = (
+        None
+        if occlusion is None
+        else (list(occlusion) if isinstance(occlusion, list | tuple) else [occlusion])
+    )
+    if noise is None and sizes is None:
+        _check_tasks(spec.tasks)
+        last = max(spec.tasks - 1, 1)
+        noise = [0.8 * (1 - t / last) if spec.tasks > 1 else 0.0 for t in range(spec.tasks)]
+    noise = [0.0] * len(sizes) if noise is None else [float(s) for s in noise]
+    sizes = [0] * len(noise) if sizes is None else sizes
+    if any(float(k) != int(k) for k in sizes):
+        raise ConfigError("noisy: occlusion sizes are square sides in pixels; give integers")
+    sizes = [int(k) for k in sizes]
+    if len(sizes) != len(noise):
+        raise ConfigError(
+            f"noisy: {len(noise)} noise levels and {len(sizes)} occlusion sizes; give one of "
+            "each per task"
+        )
     n_tasks = len(noise)
     if spec.tasks_given and spec.tasks != n_tasks:
-        raise ConfigError(f"noisy: {len(noise)} noise levels given for {spec.tasks} tasks")
+        raise ConfigError(f"noisy: {n_tasks} corruption levels given for {spec.tasks} tasks")
     if any(s < 0 for s in noise):
         raise ConfigError("noisy: noise levels are standard deviations and must be >= 0")
+    side = min(ds.image_shape)
+    if any(k < 0 or k > side for k in sizes):
+        raise ConfigError(f"noisy: occlusion sizes must be between 0 and {side} pixels")
     gen = _generator(spec.seed)
     all_train, all_test = torch.arange(len(ds.x_train)), torch.arange(len(ds.x_test))
     shape = (1, *ds.image_shape)
     tasks, n_out = [], ds.n_classes
 
-    def add_noise(images: Tensor, std: float) -> tuple[Tensor, float]:
-        """Noisy images stored as uint8 at 1/255 steps; a clean task keeps the source pixels."""
+    def occlude(images: Tensor, k: int) -> Tensor:
+        """Each image with a k x k square at a uniformly random position set to 0."""
+        n, h, w = images.shape
+        top = torch.randint(0, h - k + 1, (n, 1, 1), generator=gen)
+        left = torch.randint(0, w - k + 1, (n, 1, 1), generator=gen)
+        rows = torch.arange(h).view(1, h, 1)
+        cols = torch.arange(w).view(1, 1, w)
+        inside = (rows >= top) & (rows < top + k) & (cols >= left) & (cols < left + k)
+        return images.masked_fill(inside, 0)
+
+    def corrupt(images: Tensor, std: float, k: int) -> tuple[Tensor, float]:
+        """Corrupted images stored as uint8; a clean task keeps the source pixels."""
+        if k > 0:
+            images = occlude(images, k)
         if std == 0:
             return images, 1.0 / ds.max_value
         x = images.to(torch.float32) / ds.max_value
         x = x + std * torch.randn(x.shape, generator=gen)
         return (x.clamp_(0, 1) * 255).round_().to(torch.uint8), 1 / 255
 
-    for t, std in enumerate(noise):
+    for t, (std, k) in enumerate(zip(noise, sizes, strict=True)):
         train_rows = _sample_rows(all_train, spec.train_samples, "train", gen)
         test_rows = _sample_rows(all_test, spec.test_samples, "test", gen)
         offset, columns, n_out = _same_classes_columns(spec.scenario, ds.n_classes, t, n_tasks)
-        x_train, s_train = add_noise(ds.x_train[train_rows], std)
-        x_test, s_test = add_noise(ds.x_test[test_rows], std)
+        x_train, s_train = corrupt(ds.x_train[train_rows], std, k)
+        x_test, s_test = corrupt(ds.x_test[test_rows], std, k)
+        parts = [f"noise σ={std:g}"] if std > 0 else []
+        parts += [f"occlusion {k}x{k}"] if k > 0 else []
         tasks.append(
             Task(
                 id=t,
-                name=f"noise σ={std:g}",
+                name=", ".join(parts) or "clean",
                 train=TaskData(
                     x_train, ds.y_train[train_rows] + offset, scale=s_train, shape=shape
                 ),
