@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="forgetting, landscape, plasticity, gem, evaluation, qa, or all",
     )
     fig.add_argument("--out", help="output directory (default runs/figure-NAME)")
-    fig.add_argument("--data", default="digits", help="plasticity's data: digits, mnist, fashion-mnist")
+    fig.add_argument(
+        "--data", default="digits", help="plasticity's data: digits, mnist, fashion-mnist"
+    )
     fig.add_argument("--data-dir", help="where data files live (plasticity's images, qa's bAbI)")
     fig.add_argument("--seed", type=int, default=0)
     fig.add_argument(

@@ -120,14 +120,14 @@ def evaluation(out: Path, options: FigureOptions) -> Made:
 
     data, result = picture.compute(seed=options.seed)
     png = picture.draw(data, out / "evaluation.png")
-    v = data.values
+    v, m = data.values, result.metrics()
     return Made(
         "evaluation",
         png,
         f"Fine-tuning through 4 rotated-digit tasks (seed {options.seed}): ACC "
         f"{100 * v['acc']:.1f} %, BWT {100 * v['bwt']:+.1f}, FWT {100 * v['fwt']:+.1f} points, "
-        f"from the marked cells; the library's metrics give ACC {100 * result.acc:.1f} %, BWT "
-        f"{100 * result.bwt:+.1f}, FWT {100 * result.fwt:+.1f}.",
+        f"from the marked cells; the library's metrics give ACC {100 * m['acc']:.1f} %, BWT "
+        f"{100 * m['bwt']:+.1f}, FWT {100 * m['fwt']:+.1f}.",
     )
 
 

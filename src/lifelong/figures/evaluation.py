@@ -73,7 +73,9 @@ class EvaluationPicture:
 def compute(seed: int = 0, tasks: int = 4, epochs: int = 2) -> tuple[EvaluationPicture, Any]:
     """Fine-tune through a rotated-digits stream (similar tasks: forward transfer is visible);
     return the picture and the run's :class:`~lifelong.results.StrategyResult`."""
-    stream = build_stream("rotated", "digits", tasks=tasks, seed=seed, angles=[30.0 * t for t in range(tasks)])
+    stream = build_stream(
+        "rotated", "digits", tasks=tasks, seed=seed, angles=[30.0 * t for t in range(tasks)]
+    )
     result = learn_stream(
         stream, "finetune", train=TrainConfig(epochs=epochs, batch_size=10, lr=0.05), seed=seed
     )

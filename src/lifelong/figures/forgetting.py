@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from lifelong.config import RunConfig, StrategySpec
 from lifelong.callbacks import Callback
+from lifelong.config import RunConfig
 from lifelong.experiment import run_experiment
 from lifelong.report import read_results
 from lifelong.report.plots import _new_figure, save_figure
@@ -166,7 +166,7 @@ def table_rows(data: FirstExample) -> list[tuple[str, str, str, str, str]]:
 def draw(data: FirstExample, path: str | Path) -> Path:
     """Grouped bars: accuracy on task 1 and task 2 at each stage, ours (mean ± std) and the
     lecture's, side by side."""
-    figure = _new_figure(7.5, 3.8)
+    figure = _new_figure(7.5, 4.4)
     axes = figure.subplots()
     width = 0.2
     x = np.arange(len(STAGES))
@@ -176,14 +176,30 @@ def draw(data: FirstExample, path: str | Path) -> Path:
         std = np.array([data.mean_std(data.stages[s])[1][k] for s in STAGES])
         lecture = np.array([LECTURE[s][k] for s in STAGES])
         ours_x = x + (2 * k - 1.5) * width
-        bars = axes.bar(ours_x, 100 * mean, width, yerr=100 * std, capsize=3, color=colours[task], label=f"{task}, ours (mean ± std, {len(data.seeds)} seeds)")
+        bars = axes.bar(
+            ours_x,
+            100 * mean,
+            width,
+            yerr=100 * std,
+            capsize=3,
+            color=colours[task],
+            label=f"{task}, ours (mean ± std, {len(data.seeds)} seeds)",
+        )
         axes.bar_label(bars, [f"{100 * m:.0f}" for m in mean], fontsize=8, padding=2)
-        bars = axes.bar(ours_x + width, 100 * lecture, width, color=colours[task], alpha=0.35, hatch="//", label=f"{task}, lecture")
+        bars = axes.bar(
+            ours_x + width,
+            100 * lecture,
+            width,
+            color=colours[task],
+            alpha=0.35,
+            hatch="//",
+            label=f"{task}, lecture",
+        )
         axes.bar_label(bars, [f"{100 * v:.0f}" for v in lecture], fontsize=8, padding=2)
     axes.set_xticks(x, ["after task 1", "after task 2\n(fine-tuning)", "joint (both at once)"])
     axes.set_ylabel("test accuracy (%)")
     axes.set_ylim(0, 112)
-    axes.legend(fontsize=7, ncol=2, loc="lower center")
+    axes.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     axes.set_title(
         "task 1: occluded digits, task 2: clean digits (lecture: noisy, then clean MNIST)",
         fontsize=9,

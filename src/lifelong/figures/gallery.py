@@ -33,7 +33,7 @@ def render_gallery(made: Mapping[str, Made | str]) -> str:
             body = _image(result.png, f"{name}: {entry.title}", caption)
         sections.append(
             f'<section id="{_e(name)}"><h2>{_e(entry.title)} '
-            f'<small>(<code>lifelong figure {_e(name)}</code>)</small></h2>{body}</section>'
+            f"<small>(<code>lifelong figure {_e(name)}</code>)</small></h2>{body}</section>"
         )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -55,9 +55,7 @@ class GemPicture:
 def compute(seed: int = 0) -> GemPicture:
     """Draw the three tasks' data and compute every gradient and both projections at θ = 0."""
     gen = torch.Generator().manual_seed(seed)
-    data = [
-        logistic_task(gen, MEMORY, (1.0, 1.0), polar(angle, 3.0)) for angle in ANGLES
-    ]
+    data = [logistic_task(gen, MEMORY, (1.0, 1.0), polar(angle, 3.0)) for angle in ANGLES]
     model = TwoWeights((0.0, 0.0))
     x = torch.stack([d[0] for d in data])
     y = torch.stack([d[1] for d in data])
@@ -98,9 +96,16 @@ def _half_plane(axes, normal: np.ndarray, extent: float, colour: str) -> None:
     n = np.linspace(-extent, extent, 161)
     mesh1, mesh2 = np.meshgrid(n, n)
     inside = (mesh1 * normal[0] + mesh2 * normal[1]) >= 0
-    axes.contourf(mesh1, mesh2, inside.astype(float), levels=[0.5, 1.5], colors=[colour], alpha=0.12)
+    axes.contourf(
+        mesh1, mesh2, inside.astype(float), levels=[0.5, 1.5], colors=[colour], alpha=0.12
+    )
     direction = np.array([-normal[1], normal[0]]) / np.linalg.norm(normal)
-    axes.plot(*np.stack([-extent * 2 * direction, extent * 2 * direction]).T, color=colour, ls="--", lw=0.8)
+    axes.plot(
+        *np.stack([-extent * 2 * direction, extent * 2 * direction]).T,
+        color=colour,
+        ls="--",
+        lw=0.8,
+    )
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> str:
@@ -132,7 +137,9 @@ def draw(data: GemPicture, path: str | Path) -> Path:
     _arrow(right, data.reference, "#8c564b", "g_ref")
     _arrow(right, data.agem, "#ff7f0e", "g̃", width=2.2)
     dots = ", ".join(f"g′·g{'¹²'[k]} = {_dot(data.gem, data.old[k])}" for k in range(2))
-    left.set_title(f"GEM: g′ = closest vector with g′·gᵏ ≥ 0 for every old task\n{dots}", fontsize=9)
+    left.set_title(
+        f"GEM: g′ = closest vector with g′·gᵏ ≥ 0 for every old task\n{dots}", fontsize=9
+    )
     dots = ", ".join(f"g̃·g{'¹²'[k]} = {_dot(data.agem, data.old[k])}" for k in range(2))
     right.set_title(
         f"A-GEM: g̃ = g projected so that g̃·g_ref ≥ 0 (g_ref: all memories)\n{dots}", fontsize=9

@@ -102,9 +102,7 @@ def compute(seed: int = 0, samples: int = 1000, epochs: int = 3) -> Landscape:
     theta_b = task1_path[-1]
     ends = torch.tensor(np.stack([p[-1] for p in paths.values()]))
     end1, end2 = (loss_surface(x, y, ends) for x, y in tasks)
-    end_losses = {
-        label: (float(end1[k]), float(end2[k])) for k, label in enumerate(paths)
-    }
+    end_losses = {label: (float(end1[k]), float(end2[k])) for k, label in enumerate(paths)}
     points = np.concatenate([task1_path, *paths.values()])
     centre = (points.min(0) + points.max(0)) / 2
     half = (points.max(0) - points.min(0)).max() / 2 + 1.0  # a square box around every path
@@ -133,10 +131,18 @@ def draw(data: Landscape, path: str | Path) -> Path:
     mesh1, mesh2 = data.mesh
     levels1 = np.quantile(data.surfaces[0], [0.02, 0.06, 0.12, 0.2, 0.3, 0.45, 0.6])
     levels2 = np.quantile(data.surfaces[1], [0.02, 0.06, 0.12, 0.2, 0.3, 0.45, 0.6])
-    axes.contourf(mesh1, mesh2, data.surfaces[0], levels=[-np.inf, levels1[1]], colors=["#1f77b4"], alpha=0.15)
-    axes.contourf(mesh1, mesh2, data.surfaces[1], levels=[-np.inf, levels2[1]], colors=["#ff7f0e"], alpha=0.15)
-    c1 = axes.contour(mesh1, mesh2, data.surfaces[0], levels=np.unique(levels1), colors="#1f77b4", linewidths=0.9)
-    c2 = axes.contour(mesh1, mesh2, data.surfaces[1], levels=np.unique(levels2), colors="#ff7f0e", linewidths=0.9)
+    axes.contourf(
+        mesh1, mesh2, data.surfaces[0], levels=[-np.inf, levels1[1]], colors=["#1f77b4"], alpha=0.15
+    )
+    axes.contourf(
+        mesh1, mesh2, data.surfaces[1], levels=[-np.inf, levels2[1]], colors=["#ff7f0e"], alpha=0.15
+    )
+    c1 = axes.contour(
+        mesh1, mesh2, data.surfaces[0], levels=np.unique(levels1), colors="#1f77b4", linewidths=0.9
+    )
+    c2 = axes.contour(
+        mesh1, mesh2, data.surfaces[1], levels=np.unique(levels2), colors="#ff7f0e", linewidths=0.9
+    )
     axes.clabel(c1, fontsize=6, fmt="%.2f")
     axes.clabel(c2, fontsize=6, fmt="%.2f")
     # EWC's penalty (λ/2) Σ b_i (θ_i − θᵇ_i)² = c: axis-aligned ellipses around θᵇ.
@@ -151,11 +157,15 @@ def draw(data: Landscape, path: str | Path) -> Path:
             ls=":",
             lw=1.0,
         )
-    axes.plot(*data.task1_path.T, color="#1f77b4", lw=1.0, alpha=0.8, label="task 1 (all strategies)")
+    axes.plot(
+        *data.task1_path.T, color="#1f77b4", lw=1.0, alpha=0.8, label="task 1 (all strategies)"
+    )
     for label, p in data.paths.items():
         colour = COLOURS[label.split(" ")[0]]
         l1, l2 = data.end_losses[label]
-        axes.plot(*p.T, color=colour, lw=1.3, label=f"task 2, {label}: loss₁ {l1:.2f}, loss₂ {l2:.2f}")
+        axes.plot(
+            *p.T, color=colour, lw=1.3, label=f"task 2, {label}: loss₁ {l1:.2f}, loss₂ {l2:.2f}"
+        )
         axes.plot(*p[-1], "o", color=colour, ms=5)
     axes.plot(*data.theta0, "ks", ms=5)
     axes.annotate("θ⁰", data.theta0, xytext=(5, -12), textcoords="offset points")

@@ -59,7 +59,9 @@ def _find(results: Mapping[str, Any], name: str, given: str | None) -> str:
     strategies = results.get("strategies") or {}
     if given is not None:
         if given not in strategies:
-            raise ConfigError(f"no strategy {given!r} in the results; known: {', '.join(strategies)}")
+            raise ConfigError(
+                f"no strategy {given!r} in the results; known: {', '.join(strategies)}"
+            )
         return given
     for label, entry in strategies.items():
         if entry.get("strategy") == name and entry.get("status") == "complete":
@@ -108,9 +110,15 @@ def draw(data: QaPicture, path: str | Path) -> Path:
     left.set_title(f"sequential ({data.labels[0]}): each task after each task", fontsize=9)
     figure.colorbar(image, ax=left, shrink=0.8, label="accuracy")
     x = np.arange(t)
-    right.bar(x - 0.27, 100 * data.just_learned, 0.27, color="#9ecae1", label="sequential, just learned")
-    right.bar(x, 100 * data.after_all, 0.27, color="#d62728", label=f"sequential, after all {t} tasks")
-    right.bar(x + 0.27, 100 * data.multitask, 0.27, color="#2ca02c", label=f"multitask ({data.labels[1]})")
+    right.bar(
+        x - 0.27, 100 * data.just_learned, 0.27, color="#9ecae1", label="sequential, just learned"
+    )
+    right.bar(
+        x, 100 * data.after_all, 0.27, color="#d62728", label=f"sequential, after all {t} tasks"
+    )
+    right.bar(
+        x + 0.27, 100 * data.multitask, 0.27, color="#2ca02c", label=f"multitask ({data.labels[1]})"
+    )
     right.set_xticks(x, [str(k + 1) for k in x], fontsize=7)
     right.set_xlabel("task")
     right.set_ylabel("test accuracy (%)")
