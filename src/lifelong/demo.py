@@ -72,9 +72,7 @@ def _first_example(out: Path, seed: int) -> tuple[str, Path, str]:
     return sentence, picture, table
 
 
-def _permuted(
-    out: Path, seed: int, callbacks: Sequence[Callback]
-) -> tuple[str, Path, str, Path]:
+def _permuted(out: Path, seed: int, callbacks: Sequence[Callback]) -> tuple[str, Path, str, Path]:
     config = RunConfig(
         data="digits",
         seed=seed,
