@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lifelong.figures import FigureOptions, Made, register_figure
+from lifelong.results import atomic_write_text
 
 
 @register_figure(
@@ -23,8 +24,11 @@ def forgetting(out: Path, options: FigureOptions) -> Made:
     seeds = [options.seed + k for k in range(len(first.SEEDS))]
     data = first.run_first_example(out / "first-example", seeds=seeds)
     png = first.draw(data, out / "forgetting.png")
-    (out / "first-example" / "summary.json").write_text(json.dumps(data.to_dict(), indent=1) + "\n")
-    return Made("forgetting", png, first.summary_line(data).capitalize() + ".")
+    atomic_write_text(
+        out / "first-example" / "summary.json", json.dumps(data.to_dict(), indent=1) + "\n"
+    )
+    line = first.summary_line(data)
+    return Made("forgetting", png, line[0].upper() + line[1:] + ".")
 
 
 @register_figure(

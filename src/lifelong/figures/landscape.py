@@ -158,7 +158,11 @@ def draw(data: Landscape, path: str | Path) -> Path:
             lw=1.0,
         )
     axes.plot(
-        *data.task1_path.T, color="#1f77b4", lw=1.0, alpha=0.8, label="task 1 (all strategies)"
+        *data.task1_path.T,
+        color="#1f77b4",
+        lw=1.0,
+        alpha=0.8,
+        label="task 1: θ⁰ → θᵇ (all strategies)",
     )
     for label, p in data.paths.items():
         colour = COLOURS[label.split(" ")[0]]
