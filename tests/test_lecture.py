@@ -65,13 +65,15 @@ def test_demo_tells_the_first_example_with_seeds_beside_the_lecture(demo) -> Non
     assert summary["acc"]["joint"]["mean"] > summary["acc"]["finetune"]["mean"]
     task1 = [summary["stages"][s]["mean"][0] for s in ("after task 1", "after task 2", "joint")]
     assert task1[1] < task1[0] and task1[1] < task1[2]  # falls after task 2; joint keeps it
-    # every seed is an ordinary run folder with both strategies complete
-    for seed in summary["seeds"]:
-        results = json.loads((out / "first-example" / f"seed-{seed}" / "results.json").read_text())
-        assert {k: v["status"] for k, v in results["strategies"].items()} == {
-            "finetune": "complete",
-            "joint": "complete",
-        }
+    # a study: every strategy complete on every seed, each seed an ordinary run folder
+    study = json.loads((out / "first-example" / "results.json").read_text())
+    for label in ("finetune", "joint"):
+        entry = study["strategies"][label]
+        assert entry["status"] == "complete" and entry["n"] == n
+        for seed, folder in entry["units"].items():
+            unit = json.loads((out / "first-example" / folder / "results.json").read_text())
+            assert unit["config"]["seed"] == int(seed)
+    assert study["strategies"]["finetune"]["mean"]["bwt"] == pytest.approx(bwt_mean)
     # printed: ours (mean ± std) and the lecture's four numbers and joint
     assert f"BWT {100 * bwt_mean:+.1f} ± {100 * bwt_std:.1f} points" in stdout
     table = stdout.split("1. The lecture's first example", 1)[1].split("2. Five", 1)[0]

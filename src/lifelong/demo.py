@@ -62,7 +62,7 @@ def _first_example(out: Path, seed: int) -> tuple[str, Path, str]:
         f"\nfine-tuning: BWT {100 * bwt:+.1f} ± {100 * bwt_std:.1f} points, ACC "
         f"{100 * fine:.1f} ± {100 * fine_std:.1f} %; joint: ACC {100 * joint:.1f} ± "
         f"{100 * joint_std:.1f} % (mean ± sample std over seeds {', '.join(map(str, seeds))})"
-        f"\none seed again: {forgetting.command(seeds[0])}"
+        f"\nagain, as one study: {forgetting.command(seeds)}"
     )
     sentence = (
         "Learning a second task makes a network forget the first: "
@@ -80,7 +80,8 @@ def _permuted(out: Path, seed: int, callbacks: Sequence[Callback]) -> tuple[str,
         **PERMUTED,
     )
     run_dir = out / "permuted"
-    results = run_experiment(config, run_dir, callbacks=callbacks).to_dict()
+    # the demo's own folder, rebuilt on every call
+    results = run_experiment(config, run_dir, overwrite=True, callbacks=callbacks).to_dict()
     report = build_report(run_dir)
     figure = accuracy_matrices_figure(results)
     picture = save_figure(figure, run_dir / "story.png")
@@ -134,12 +135,8 @@ def run_demo(out: Path, callbacks: Sequence[Callback] = (), seed: int = 0) -> Pa
         f"<pre>{esc(first_table)}</pre>"
         "<p>Task 1 hides a random 4x4 square (a quarter) of every 8x8 image; task 2 is the clean "
         "images. Gaussian noise, the lecture's corruption, does not make the 8x8 digits forget "
-        "(see benchmarks/RESULTS.md); the occlusion does. Run folders: "
-        + ", ".join(
-            f'<a href="first-example/{esc(p.name)}/results.json">{esc(p.name)}</a>'
-            for p in sorted((out / "first-example").glob("seed-*"))
-        )
-        + ".</p>"
+        "(see benchmarks/RESULTS.md); the occlusion does. The study (one run folder per strategy "
+        'and seed): <a href="first-example/results.json">first-example/results.json</a>.</p>'
         f"<h3>2. Permuted digits</h3><pre>{esc(perm_table)}</pre>"
         f'<p><a href="{esc(str(perm_report.relative_to(out)))}">full report</a></p>'
         f'<h3>3. SGD, L2, EWC</h3><p><a href="{esc(str(plas_report.relative_to(out)))}">'

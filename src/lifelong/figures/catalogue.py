@@ -158,7 +158,8 @@ def qa(out: Path, options: FigureOptions) -> Made:
             raw["data_dir"] = options.data_dir
         config = RunConfig.from_dict(raw)
         run_dir = out / "qa-run"
-        results = run_experiment(config, run_dir).to_dict()
+        # the figure's own run folder, rebuilt on every call
+        results = run_experiment(config, run_dir, overwrite=True).to_dict()
         source = f"from a run of memnet in {run_dir}"
     data = picture.compute(results)
     png = picture.draw(data, out / "qa.png")

@@ -15,6 +15,7 @@ deviation over ``seeds`` runs of ``lifelong run`` with that setting.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lifelong.callbacks import Callback
 from lifelong.config import RunConfig
-from lifelong.experiment import run_experiment
-from lifelong.report import read_results
 from lifelong.report.plots import _new_figure, save_figure
 
 LECTURE = {"after task 1": (0.90, 0.96), "after task 2": (0.80, 0.97), "joint": (0.89, 0.98)}
@@ -46,13 +44,14 @@ SEEDS = (0, 1, 2, 3, 4)
 STAGES = ("after task 1", "after task 2", "joint")
 
 
-def command(seed: int) -> str:
-    """The ``lifelong run`` command that reproduces one seed of the first example."""
+def command(seeds: Sequence[int] = SEEDS) -> str:
+    """The ``lifelong run`` command that reproduces the first example (a study over seeds)."""
     c = FIRST_EXAMPLE
     return (
         f"lifelong run --data {c['data']} --stream '{c['stream']}' --hidden "
         f"{' '.join(map(str, c['hidden']))} --epochs {c['epochs']} --batch-size "
-        f"{c['batch_size']} --lr {c['lr']} --seed {seed} --strategy finetune joint"
+        f"{c['batch_size']} --lr {c['lr']} --seeds {' '.join(map(str, seeds))} "
+        "--strategy finetune joint"
     )
 
 
@@ -66,7 +65,7 @@ class FirstExample:
             and ``joint`` (the multitask model).
         bwt: fine-tuning's BWT per seed (R[2, 1] − R[1, 1]).
         acc: ``{"finetune": [...], "joint": [...]}`` ACC per seed.
-        run_dirs: the run folder of each seed.
+        run_dirs: the fine-tuning run folder of each seed.
     """
 
     seeds: list[int]
@@ -94,44 +93,45 @@ class FirstExample:
         }
 
 
-def run_first_example(
-    out: str | Path, seeds: Sequence[int] = SEEDS, callbacks: Sequence[Callback] = ()
-) -> FirstExample:
-    """Run fine-tuning and the joint model for every seed (``out/seed-N``, ordinary run folders
-    that ``lifelong report`` reads) and collect the numbers."""
+def run_first_example(out: str | Path, seeds: Sequence[int] = SEEDS) -> FirstExample:
+    """Run the first example as a study (``lifelong run --seeds ...``: one ordinary run folder
+    per strategy and seed under ``out/units``, the aggregate in ``out/results.json``) and collect
+    the numbers. ``out`` is this function's own folder: a previous first example there is
+    replaced."""
+    from lifelong.study import run_study
+
     out = Path(out)
-    run_dirs = []
-    for seed in seeds:
-        config = RunConfig.from_dict(
-            {**FIRST_EXAMPLE, "seed": seed, "strategies": ["finetune", "joint"]}
-        )
-        run_experiment(config, out / f"seed-{seed}", callbacks=callbacks)
-        run_dirs.append(out / f"seed-{seed}")
-    return collect(run_dirs)
+    if (out / "results.json").exists() or (out / "units").exists():
+        shutil.rmtree(out)  # the first example's own folder, rebuilt on every call
+    config = RunConfig.from_dict(
+        {**FIRST_EXAMPLE, "seeds": list(seeds), "strategies": ["finetune", "joint"]}
+    )
+    return collect(run_study(config, out), out)
 
 
-def collect(run_dirs: Sequence[Path]) -> FirstExample:
-    """The first example's numbers from run folders holding ``finetune`` and ``joint``."""
+def collect(study: dict[str, Any], out: Path | None = None) -> FirstExample:
+    """The first example's numbers from a study's results (schema 2) with ``finetune`` and
+    ``joint`` run on the same seeds."""
     rows: dict[str, list] = {stage: [] for stage in STAGES}
-    bwt, acc, seeds = [], {"finetune": [], "joint": []}, []
-    for run_dir in run_dirs:
-        results = read_results(run_dir)
-        fine = results["strategies"]["finetune"]
-        joint = results["strategies"]["joint"]
-        r, j = fine["accuracy_matrix"], joint["accuracy_matrix"]
+    bwt, acc = [], {"finetune": [], "joint": []}
+    fine, joint = study["strategies"]["finetune"], study["strategies"]["joint"]
+    seeds = [int(s) for s in fine["seeds"]]
+    for seed in map(str, seeds):
+        r = fine["seeds"][seed]["accuracy_matrix"]
+        j = joint["seeds"][seed]["accuracy_matrix"]
         rows["after task 1"].append(r[1][:2])
         rows["after task 2"].append(r[2][:2])
         rows["joint"].append(j[2][:2])
-        bwt.append(fine["bwt"])
-        acc["finetune"].append(fine["acc"])
-        acc["joint"].append(joint["acc"])
-        seeds.append(results["config"]["seed"])
+        bwt.append(fine["seeds"][seed]["bwt"])
+        acc["finetune"].append(fine["seeds"][seed]["acc"])
+        acc["joint"].append(joint["seeds"][seed]["acc"])
+    base = Path(out) if out is not None else Path()
     return FirstExample(
         seeds=seeds,
         stages={k: np.array(v, dtype=float) for k, v in rows.items()},
         bwt=np.array(bwt, dtype=float),
         acc={k: np.array(v, dtype=float) for k, v in acc.items()},
-        run_dirs=list(run_dirs),
+        run_dirs=[base / fine["units"][str(s)] for s in seeds],
     )
 
 
