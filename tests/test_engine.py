@@ -316,3 +316,15 @@ def test_study_on_a_ray_cluster_survives_sigterm_and_resumes_exactly(
     matrices = _matrices(out)
     assert len([m for m in matrices.values() if m]) == 4
     assert matrices == _matrices(reference)
+
+
+def test_engine_flags_are_refused_where_they_mean_nothing(tmp_path, capsys):
+    assert cli.main(["run", "--tasks", "2", "--jobs", "2", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run the units of a study" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    sweep = tmp_path / "s.toml"
+    sweep.write_text("[base]\ntasks = 2\n[grid]\nseed = [0]\n")
+    argv = ["sweep", str(sweep), "--out", str(tmp_path / "o"), "--emit", "slurm"]
+    assert cli.main([*argv, "--address", "h:1"]) == 2
+    assert "drop them with --emit" in capsys.readouterr().err
