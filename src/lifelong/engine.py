@@ -314,6 +314,9 @@ def _run_ray(
         options.update(address="local", num_cpus=jobs * threads, include_dashboard=False)
         if gpus_per_unit:
             options["num_gpus"] = max(1, int(jobs * gpus_per_unit + 0.999))
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.ERROR)  # no start-up chatter; errors still show
     try:
         ray.init(**options)
     except ConnectionError as err:
