@@ -284,3 +284,24 @@ def test_true_fisher_labels_follow_the_models_softmax_over_the_head() -> None:
     statistic = float(((counts - n * p).square() / (n * p)).sum())
     assert statistic < chi2.ppf(0.999, df=len(p) - 1), f"chi² = {statistic:.1f}"
     torch.testing.assert_close(fisher[head], p * (1 - p), atol=0.02, rtol=0)
+
+
+def test_rwalk_interval_score_clips_negative_contributions() -> None:
+    """One interval by hand: s += max(0, ω / (½ F Δθ² + ε)) with ω set to (-1, 2, ...) per
+    weight. With plain SGD on one task ω = Σ lr g² >= 0, so the clip is only reachable with a
+    penalty or momentum; here ω is set directly. Deliberate bug (tools/mutate.py survivor before
+    this test): negative scores kept."""
+    model = nn.Linear(2, 1, bias=False).double()
+    strategy = create_strategy("rwalk", {"epsilon": 0.1})
+    strategy.prepare(model, None)
+    start = params_of(model)["weight"]
+    with torch.no_grad():
+        model.weight += torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    strategy.path.omega[0].copy_(torch.tensor([[-1.0, 2.0]], dtype=torch.float64))
+    fisher = torch.tensor([[0.5, 0.25]], dtype=torch.float64)
+    strategy.running_fisher = {"weight": fisher.clone()}
+    strategy._end_interval(model, None)
+    moved = model.weight.detach() - start
+    expected = torch.tensor([[-1.0, 2.0]], dtype=torch.float64) / (0.5 * fisher * moved**2 + 0.1)
+    torch.testing.assert_close(strategy.task_score["weight"], expected.clamp(min=0))
+    assert float(strategy.task_score["weight"][0, 0]) == 0.0

@@ -197,7 +197,7 @@ MUTATIONS = [
         f"{S}/regularization/rwalk.py",
         "moved.add_(self.epsilon)).clamp_(min=0)",
         "moved.add_(self.epsilon))",
-        "tests/test_regularization_rwalk_scp.py",
+        f"{FR}::test_rwalk_interval_score_clips_negative_contributions",
     ),
     m(
         "rwalk: scores summed, not averaged",
