@@ -170,10 +170,10 @@ def test_python_callbacks_hear_strategy_seed_and_task(digits_stream):
 def test_progress_display_moves_within_a_task_on_a_terminal(tmp_path, lifelong_exe, cli_env):
     """On a pseudo-terminal the bar of task 1 is redrawn with growing step counts before the
     task ends; a non-terminal stderr gets no bar at all."""
-    # one task of about 5,700 steps: at least a second even on a fast idle machine, so tqdm
+    # one task of about 2,500 steps: about a second even on a fast idle machine, so tqdm
     # (redrawing every 0.1 s) shows several counts before the task ends
     args = [str(lifelong_exe), "run", "--data", "digits", "--tasks", "1", "--batch-size", "1",
-            "--epochs", "4", "--hidden", "8", "--no-report", "--strategy", "finetune"]  # fmt: skip
+            "--epochs", "2", "--hidden", "8", "--no-report", "--strategy", "finetune"]  # fmt: skip
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     proc = subprocess.Popen(
