@@ -363,6 +363,66 @@ def eval_profile(repeats: int = 15) -> str:
     return "\n".join(lines)
 
 
+def gem_profile(repeats: int = 10, tasks: int = 19) -> str:
+    """Where a GEM step's time goes with ``tasks`` past memories of 256 (the last task of the
+    setting), best of ``repeats`` CPU-timed calls, each as a ratio to the memory gradients'
+    arithmetic bound (tasks x 256 x 379,600 flops over the matmul rate)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lifelong.models import MLP
+    from lifelong.strategies.memory.gem import memory_gradients, solve_gem_dual, trainable
+
+    torch.manual_seed(0)
+    model = MLP(784, (100, 100), 10)
+    n = tasks * 256
+    x, y = torch.rand(tasks, 256, 1, 28, 28), torch.randint(0, 10, (tasks, 256))
+    w = torch.full((tasks, 256), 1 / 256)
+    params = trainable(model)
+    out = torch.empty(tasks, sum(p.numel() for p in params.values()))
+    past = memory_gradients(model, x, y, w, None, out=out).clone()
+    g = -past.mean(0)  # violates every constraint: the QP is solved
+    layer = model.features[1]
+    flat, delta = x.reshape(n, 784), torch.randn(tasks, 256, 100)
+    wgrad = out[:, : layer.weight.numel()].view(tasks, *layer.weight.shape)
+
+    def best(fn) -> float:
+        fn()
+        spent = float("inf")
+        for _ in range(repeats):
+            start = time.process_time()
+            fn()
+            spent = min(spent, time.process_time() - start)
+        return spent
+
+    timings = {
+        "memory gradients (all past tasks)": best(
+            lambda: memory_gradients(model, x, y, w, None, out=out)
+        ),
+        "  of which: first layer's forward product": best(
+            lambda: F.linear(flat, layer.weight.detach(), layer.bias.detach())
+        ),
+        "  of which: first layer's per-task weight gradients (bmm)": best(
+            lambda: torch.bmm(delta.transpose(1, 2), x.reshape(tasks, 256, 784), out=wgrad)
+        ),
+        "QP when violated (G G^T, quadprog, G^T v + g)": best(
+            lambda: solve_gem_dual(g, past, 0.5, 1e-6, True)
+        ),
+        "  of which: G G^T": best(lambda: past @ past.T),
+    }
+    rate = matmul_rate()[1] * 1e9
+    bound = n * mlp_train_flop(WIDTHS) / rate
+    lines = [
+        f"A GEM step with {tasks} past tasks x 256 memories: bound of the memory gradients "
+        f"{bound * 1e3:.1f} ms at {rate / 1e9:.1f} GFLOP/s (CPU-timed, best of {repeats}):",
+        "",
+        "| part | ms | / bound |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {v * 1e3:.1f} | {v / bound:.2f} |" for k, v in timings.items()]
+    return "\n".join(lines)
+
+
 def write_results_md(text: str) -> None:
     md = RESULTS_MD.read_text()
     if BEGIN not in md or END not in md:
@@ -384,6 +444,9 @@ def main() -> None:
     parser.add_argument(
         "--eval-profile", action="store_true", help="only print where evaluation time goes"
     )
+    parser.add_argument(
+        "--gem-profile", action="store_true", help="only print where a GEM step's time goes"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     parser.add_argument("--report", action="store_true", help=argparse.SUPPRESS)
@@ -393,6 +456,9 @@ def main() -> None:
         return
     if args.eval_profile:
         print(eval_profile())
+        return
+    if args.gem_profile:
+        print(gem_profile())
         return
     if not args.no_write and BEGIN not in RESULTS_MD.read_text():
         raise SystemExit(f"bench: {RESULTS_MD} has no generated section; use --no-write")

@@ -244,8 +244,11 @@ class GEM(Strategy):
 
     Memory: the most recent ``memory_per_task`` training samples of each task (a ring buffer
     filled as batches arrive, as in the authors' code; the paper leaves the choice open).
-    ``info()`` reports the time per step split into current gradient, memory gradients, QP
-    (constraint check, dual QP, projection) and update (the optimizer step).
+    ``info()`` reports the time per step split into current gradient, memory gradients (with
+    the constraint check), QP (dual QP and projection) and update (the optimizer step), and the
+    stored samples put through forward and backward passes (``memory_sample_passes``, the work
+    ``make bench`` counts). No timer synchronises a GPU: the step's one host synchronisation is
+    the constraint check, so on a GPU the split is exact only at that point.
     """
 
     name = "gem"
