@@ -124,7 +124,9 @@ def learn_stream(
             (``mlp``; ``memnet`` for bAbI).
         hidden: hidden widths for a registered model.
         train: training settings (defaults: :class:`~lifelong.train.TrainConfig`).
-        seed: seeds every generator before the model is built; a model you built yourself is
+        seed: the run seed: it seeds the global generators before the model is built (model
+            initialisation), the trainer's batch order and the strategy's own generator; a
+            model you built yourself is
             re-initialised from it (every submodule's ``reset_parameters()``, as PyTorch's layers
             initialise themselves) unless ``init_model=False``, so the same seed gives the same
             run whatever the model held before.
@@ -161,7 +163,9 @@ def learn_stream(
         for module in net.modules():
             if callable(getattr(module, "reset_parameters", None)):
                 module.reset_parameters()
-    net = strategy.prepare(net.to(dev), stream)
+    strategy.seed(seed)
+    with strategy.own_rng():
+        net = strategy.prepare(net.to(dev), stream)
     result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
     reset_peak_memory(dev)
     built = {type(m) for m in net.modules()}  # the user's own model classes may be resumed
@@ -208,6 +212,7 @@ def learn_stream(
         label=label,
         on_step=stepped if on_step is not None or callbacks else None,
         on_fit=fit_started if callbacks else None,
+        seed=seed,
     )
     validating = any(task.valid is not None for task in stream.tasks)
     if state is not None:

@@ -445,8 +445,15 @@ class GRULanguageModel(nn.Module):
 
     # ---- generation ----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, task_ids: Tensor, top_k: int = 20, temperature: float = 1.0) -> Tensor:
-        """Sample one example after each task token with top-k sampling (LAMOL: k = 20).
+    def sample(
+        self,
+        task_ids: Tensor,
+        top_k: int = 20,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample one example after each task token with top-k sampling (LAMOL: k = 20), drawing
+        on the CPU from ``generator`` (``None``: the global torch RNG).
 
         Returns ``[n, T]`` tokens (the task token excluded; 0 after the end token). Sampling stops
         at the end token or after the longest example the grid can hold.
@@ -472,7 +479,8 @@ class GRULanguageModel(nn.Module):
                 vector = out + att["out"](scores.softmax(-1) @ torch.cat(values, 1))
             logits = self._logits(vector[:, 0]).masked_fill(banned, float("-inf")) / temperature
             top, indices = logits.topk(min(top_k, self.n_tokens), dim=-1)
-            choice = torch.multinomial(top.softmax(-1), 1)
+            choice = torch.multinomial(top.softmax(-1).cpu(), 1, generator=generator)
+            choice = choice.to(indices.device)
             token = indices.gather(1, choice).squeeze(1).masked_fill(done, 0)
             steps.append(token)
             done = done | (token == self.eos)

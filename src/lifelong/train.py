@@ -1,9 +1,13 @@
 """The training loop: fits one model through a stream with a strategy's hooks.
 
 The loop knows nothing of files or the command line; :mod:`lifelong.runner` drives it task by
-task and saves what it measures. Data stay tensors in memory; every random choice (shuffling,
-strategies' sampling) draws from the global torch RNG, seeded once per strategy by the runner, so
-the same seed gives the same run and a checkpoint of the RNG states resumes it exactly.
+task and saves what it measures. Data stay tensors in memory. Randomness is kept apart by
+purpose, each part seeded from the run seed only: the batch order comes from the trainer's own
+generator, every draw of a strategy from the strategy's generator
+(:attr:`~lifelong.strategies.base.Strategy.generator`, also behind its per-task hooks), and
+only the model's own draws (initialisation, dropout) from the global torch RNG. Two strategies
+of one run therefore train on the same batches in the same order, and a checkpoint of the
+generators resumes a run exactly.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from lifelong import optimizers
 from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.evaluate import evaluate_stream
 from lifelong.optimizers import OptimizerFactory, SchedulerFactory
-from lifelong.strategies.base import Strategy, TrainSet
+from lifelong.strategies.base import Strategy, TrainSet, derived_seed
 from lifelong.streams.base import Stream, Task
 
 if TYPE_CHECKING:
@@ -113,6 +117,10 @@ class Trainer:
         step: optimizer steps taken so far over the whole stream.
         train_seconds, eval_seconds: wall time spent training (hooks included) and evaluating.
         curves: accuracies recorded every ``config.eval_every`` steps.
+        generator: the CPU generator of the batch order. :meth:`learn` reseeds it at the start
+            of every task from ``seed`` and the task alone, so a task's batches do not depend on
+            what earlier tasks trained (a strategy that retrains after pruning, or trains more
+            epochs, does not change the batches of later tasks).
     """
 
     def __init__(
@@ -124,6 +132,7 @@ class Trainer:
         label: str = "",
         on_step: Callable[[int, float], None] | None = None,
         on_fit: Callable[[Task, int], None] | None = None,
+        seed: int = 0,
     ) -> None:
         self.model, self.strategy, self.stream, self.config = model, strategy, stream, config
         self.label = label or strategy.name
@@ -137,6 +146,8 @@ class Trainer:
         self.scheduler: LRScheduler | None = None
         self._interval = "step"
         self._params: list[nn.Parameter] = []
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(derived_seed(seed, "batches"))
 
     # ---- optimizer -----------------------------------------------------------------------------
     def _optimizer_for(self, params: list[nn.Parameter], steps: int = 1) -> Optimizer:
@@ -206,7 +217,7 @@ class Trainer:
         model, strategy, eval_every = self.model, self.strategy, self.config.eval_every
         model.train()
         for _ in range(epochs):
-            for batch in data.batches(self.config.batch_size):
+            for batch in data.batches(self.config.batch_size, generator=self.generator):
                 optimizer.zero_grad(set_to_none=True)
                 loss = strategy.loss(model, batch, task)
                 value = loss.item()
@@ -243,9 +254,12 @@ class Trainer:
     def learn(self, task: Task) -> None:
         """Everything that happens for one task: the strategy's hooks around ``fit``."""
         start, eval_before = time.perf_counter(), self.eval_seconds
-        self.strategy.before_task(task, self.model)
+        self.generator.manual_seed(derived_seed(self.seed, f"batches of task {task.id}"))
+        with self.strategy.own_rng():
+            self.strategy.before_task(task, self.model)
         self.fit(task)
-        self.strategy.after_task(
-            task, self.model, lambda data=None, epochs=None: self.fit(task, data, epochs)
-        )
+        with self.strategy.own_rng():
+            self.strategy.after_task(
+                task, self.model, lambda data=None, epochs=None: self.fit(task, data, epochs)
+            )
         self.train_seconds += time.perf_counter() - start - (self.eval_seconds - eval_before)

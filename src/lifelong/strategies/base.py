@@ -23,14 +23,25 @@ takes a trailing underscore in code (``lambda_``) and none on the command line.
 Checkpoints are written with one ``torch.save`` of the model and ``state_dict()`` together, so the
 default ``state_dict`` (every instance attribute) keeps references between the strategy and the
 model intact; override it only for attributes that cannot be pickled.
+
+Randomness: every random draw a strategy makes comes from its own CPU ``torch.Generator``,
+:attr:`Strategy.generator`, seeded from the run seed (:meth:`Strategy.seed`) and saved with its
+state; draws are made on the CPU and moved to the data's device, so they do not depend on the
+device either. Hooks that run once per task (``prepare``, ``before_task``, ``after_task``) run
+inside :meth:`Strategy.own_rng`, so that what they draw implicitly from the global torch RNG
+(initialising new modules, library samplers) comes from the strategy's generator too and never
+shifts the model's own draws (dropout) in the training loop. A strategy therefore never changes
+what another strategy of the same run trains on: same seed, same batches.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import inspect
 import keyword
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -97,10 +108,13 @@ class TrainSet:
             self._cache = [data.inputs() for _, data in self.parts]
         return self._cache
 
-    def batches(self, batch_size: int, shuffle: bool = True) -> Iterator[Batch]:
-        """Mini-batches over all parts; the shuffle draws from the global torch RNG."""
+    def batches(
+        self, batch_size: int, shuffle: bool = True, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        """Mini-batches over all parts, shuffled with ``generator`` (a CPU generator; the
+        training loop passes its own, seeded from the run seed)."""
         n = len(self)
-        order = torch.randperm(n) if shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         if any(hasattr(data, "dataset") for _, data in self.parts):
             yield from self._loader_batches(batch_size, order)
             return
@@ -170,6 +184,14 @@ class _PartsDataset(torch.utils.data.Dataset):
         return x, data.y[j].cpu(), torch.tensor(task_id)
 
 
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for one ``purpose`` (``"batches"``, ``"strategy"``) derived from the run seed, so
+    that generators seeded from the same run seed give independent streams (stable across
+    processes, unlike ``hash``)."""
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 FitFn = Callable[..., None]
 """``fit(data: TrainSet | None = None, epochs: int | None = None)``: train the current task again
 through the loop (same optimizer settings and hooks); used by PackNet/CPG to retrain after pruning."""
@@ -194,6 +216,34 @@ class Strategy:
     scenarios: ClassVar[tuple[str, ...]] = ("task", "domain", "class")
 
     stream: Stream
+    _generator: torch.Generator | None = None
+
+    # ---- randomness ----------------------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        """Seed :attr:`generator` from the run seed (the runner calls this before ``prepare``)."""
+        self._generator = torch.Generator().manual_seed(derived_seed(seed, "strategy"))
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The CPU generator every random draw of this strategy uses (seed 0 until
+        :meth:`seed` is called)."""
+        if self._generator is None:
+            self.seed(0)
+        return self._generator
+
+    @contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """Run a block with the global torch RNG seeded from :attr:`generator`, restoring it
+        afterwards: draws the block makes implicitly (``nn.Linear`` initialisation, ...) then
+        come from the strategy's generator and do not shift anyone else's draws."""
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        devices = list(range(torch.cuda.device_count())) if cuda else []
+        with torch.random.fork_rng(devices=devices):
+            seed = int(torch.randint(2**62, (), generator=self.generator))
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed_all(seed)
+            yield
 
     # ---- hooks -------------------------------------------------------------------------------
     def prepare(self, model: nn.Module, stream: Stream) -> nn.Module:
@@ -244,10 +294,18 @@ class Strategy:
 
         Store copies (``.clone()``), never views, of stream data: saving a view saves the whole
         tensor it views."""
-        return {k: v for k, v in vars(self).items() if k != "stream"}
+        state = {k: v for k, v in vars(self).items() if k != "stream"}
+        if self._generator is not None:
+            state["_generator"] = self._generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        generator_state = state.pop("_generator", None)
         vars(self).update(state)
+        if generator_state is not None:
+            self._generator = torch.Generator()
+            self._generator.set_state(generator_state.cpu())
 
     # ---- hyperparameters -----------------------------------------------------------------------
     @classmethod

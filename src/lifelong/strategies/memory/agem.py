@@ -70,7 +70,8 @@ class AGEM(Strategy):
             return
         stored = self.memory.stored(rows)
         if stored > self.sample_size:
-            pick = torch.randperm(stored, device=self.memory.y.device)[: self.sample_size]
+            pick = torch.randperm(stored, generator=self.generator)[: self.sample_size]
+            pick = pick.to(self.memory.y.device)
             x, y, task_ids = self.memory.gather(rows, pick)
         else:
             x, y, task_ids = self.memory.flat(rows)
@@ -98,8 +99,8 @@ class AGEM(Strategy):
 
     def after_task(self, task: Task, model: nn.Module, fit: FitFn) -> None:
         n = len(task.train)
-        pick = torch.randperm(n, device=task.train.y.device)[: self.memory_per_task]
-        pick = pick.sort().values
+        pick = torch.randperm(n, generator=self.generator)[: self.memory_per_task]
+        pick = pick.sort().values.to(task.train.y.device)
         self.memory.write_all(task.id, task.train.inputs(pick).clone(), task.train.y[pick].clone())
 
     def info(self) -> dict[str, Any]:

@@ -10,8 +10,9 @@
   are always copies (``.clone()``), never views of stream data, so a checkpoint of the buffer
   holds the buffer alone and not the whole data set behind it.
 
-All random choices draw from the global torch RNG, so a seeded run (and a resumed checkpoint,
-which restores that RNG) is reproducible.
+Every random choice draws on the CPU from the ``generator`` passed in (the strategy's own,
+:attr:`~lifelong.strategies.base.Strategy.generator`, saved in checkpoints), and the result is
+moved to the data's device; ``None`` draws from the global torch RNG.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from torch import Tensor
 
 
 def reservoir_slots(
-    seen: int, batch: int, capacity: int, device: torch.device | None = None
+    seen: int,
+    batch: int,
+    capacity: int,
+    device: torch.device | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Buffer slot of each of ``batch`` new samples under Algorithm R, ``-1`` = not stored.
 
@@ -33,7 +38,8 @@ def reservoir_slots(
     the later one wins, exactly as in the sequential algorithm (see :func:`last_writer_wins`).
     """
     index = torch.arange(seen, seen + batch, device=device)
-    draw = (torch.rand(batch, device=device) * (index + 1)).floor().long()
+    uniform = torch.rand(batch, generator=generator, dtype=torch.float64).to(device)
+    draw = (uniform * (index + 1)).floor().long()
     slots = torch.where(index < capacity, index, draw)
     return torch.where(slots < capacity, slots, torch.full_like(slots, -1))
 
@@ -51,7 +57,9 @@ def last_writer_wins(slots: Tensor) -> Tensor:
     return keep & (last[valid] == order)
 
 
-def class_balanced_indices(labels: Tensor, budget: int) -> Tensor:
+def class_balanced_indices(
+    labels: Tensor, budget: int, generator: torch.Generator | None = None
+) -> Tensor:
     """Indices of at most ``budget`` samples with (as nearly as possible) equal counts per class.
 
     Every class present in ``labels`` gets ``budget // C`` slots; the remaining slots, and those
@@ -80,7 +88,8 @@ def class_balanced_indices(labels: Tensor, budget: int) -> Tensor:
     picked = []
     for cls, k in zip(classes.tolist(), quota.tolist(), strict=True):
         members = (labels == cls).nonzero().squeeze(1)
-        picked.append(members[torch.randperm(len(members), device=labels.device)[:k]])
+        order = torch.randperm(len(members), generator=generator).to(labels.device)
+        picked.append(members[order[:k]])
     return torch.cat(picked).sort().values
 
 
@@ -123,13 +132,16 @@ class SampleBuffer:
     def task_ids(self) -> Tensor | None:
         return None if self._t is None else self._t[: self.size]
 
-    def add_reservoir(self, x: Tensor, y: Tensor, task_ids: Tensor) -> None:
-        """Offer a batch to the reservoir (Algorithm R); the buffer stores copies."""
+    def add_reservoir(
+        self, x: Tensor, y: Tensor, task_ids: Tensor, generator: torch.Generator | None = None
+    ) -> None:
+        """Offer a batch to the reservoir (Algorithm R, drawing from ``generator``); the buffer
+        stores copies."""
         if self._x is None:
             self._x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
             self._y = torch.zeros(self.capacity, dtype=y.dtype, device=y.device)
             self._t = torch.zeros(self.capacity, dtype=torch.long, device=y.device)
-        slots = reservoir_slots(self.seen, len(y), self.capacity, device=y.device)
+        slots = reservoir_slots(self.seen, len(y), self.capacity, y.device, generator)
         keep = last_writer_wins(slots)
         slots = slots[keep]
         self._x[slots] = x.detach()[keep].to(self._x.dtype)  # index assignment copies
@@ -145,11 +157,14 @@ class SampleBuffer:
         self._x, self._y, self._t = x.detach().clone(), y.clone(), task_ids.clone()
         self.size = len(y)
 
-    def sample(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``n`` stored samples drawn uniformly without replacement (all of them if fewer)."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``n`` stored samples drawn uniformly without replacement from ``generator`` (all of
+        them if fewer)."""
         if self.size <= n:
             return self.x, self.y, self.task_ids
-        idx = torch.randperm(self.size, device=self._y.device)[:n]
+        idx = torch.randperm(self.size, generator=generator)[:n].to(self._y.device)
         return self._x[idx], self._y[idx], self._t[idx]
 
     def nbytes(self) -> int:

@@ -70,11 +70,13 @@ class VAE(nn.Module):
             nn.Linear(hidden, in_features),
         )
 
-    def loss(self, x: Tensor) -> Tensor:
-        """Per-sample negative ELBO: Bernoulli reconstruction (summed over pixels) + KL."""
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Per-sample negative ELBO: Bernoulli reconstruction (summed over pixels) + KL; the
+        reparameterisation noise is drawn on the CPU from ``generator``."""
         h = self.encoder(x)
         mean, logvar = self.to_mean(h), self.to_logvar(h)
-        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        z = mean + noise * (0.5 * logvar).exp()
         recon = F.binary_cross_entropy_with_logits(
             self.decoder(z), x.flatten(1), reduction="none"
         ).sum(1)
@@ -82,10 +84,13 @@ class VAE(nn.Module):
         return recon + kl
 
     @torch.no_grad()
-    def sample(self, n: int, shape: tuple[int, ...]) -> Tensor:
-        """``n`` inputs decoded from the prior: Bernoulli means, reshaped to ``shape``."""
-        device = self.to_mean.weight.device
-        z = torch.randn(n, self.latent, device=device)
+    def sample(
+        self, n: int, shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` inputs decoded from the prior (drawn on the CPU from ``generator``): Bernoulli
+        means, reshaped to ``shape``."""
+        weight = self.to_mean.weight
+        z = torch.randn(n, self.latent, generator=generator, dtype=weight.dtype).to(weight.device)
         return torch.sigmoid(self.decoder(z)).reshape(n, *shape)
 
 
@@ -168,10 +173,10 @@ class GenerativeReplay(Strategy):
         self.generator_iterations = generator_iterations
         self.generator_batch_size = generator_batch_size
         self.replay_batch_size = replay_batch_size
-        self.generator: VAE | None = None
+        self.vae: VAE | None = None  # the generator of the paper (self.generator is the RNG)
         self.generator_optimizer: torch.optim.Optimizer | None = None
         self.previous_solver: nn.Module | None = None
-        self.previous_generator: VAE | None = None
+        self.previous_vae: VAE | None = None
         self.old_columns: list[int] = []
         self.tasks_seen = 0
         self.generator_steps = 0
@@ -183,13 +188,13 @@ class GenerativeReplay(Strategy):
                 "generative-replay generates images or features, not tokens; use replay"
             )
         device = next(model.parameters()).device
-        self.generator = VAE(math.prod(stream.input_shape), self.hidden, self.latent).to(device)
+        self.vae = VAE(math.prod(stream.input_shape), self.hidden, self.latent).to(device)
         self.generator_optimizer = self._new_generator_optimizer()
         return model
 
     def _new_generator_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(
-            self.generator.parameters(), lr=self.generator_lr, betas=(0.9, 0.999)
+            self.vae.parameters(), lr=self.generator_lr, betas=(0.9, 0.999)
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -212,7 +217,7 @@ class GenerativeReplay(Strategy):
         if task.id == 0:
             return
         self.previous_solver = copy.deepcopy(model).eval().requires_grad_(False)
-        self.previous_generator = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        self.previous_vae = copy.deepcopy(self.vae).eval().requires_grad_(False)
         seen = self.stream.tasks[: task.id]
         if self.stream.scenario == "class":
             self.old_columns = torch.cat([t.train.y for t in seen]).unique().tolist()
@@ -224,9 +229,10 @@ class GenerativeReplay(Strategy):
 
     def _replay(self, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Replayed inputs, the previous solver's logits, their task ids and column masks."""
-        x = self.previous_generator.sample(n, self.stream.input_shape)
+        x = self.previous_vae.sample(n, self.stream.input_shape, self.generator)
         if self.stream.scenario == "task":
-            task_ids = torch.randint(0, self.tasks_seen - 1, (n,), device=device)
+            task_ids = torch.randint(0, self.tasks_seen - 1, (n,), generator=self.generator)
+            task_ids = task_ids.to(device)
             mask = self.stream.column_mask(task_ids)
         else:
             task_ids = torch.full((n,), self.tasks_seen - 2, dtype=torch.long, device=device)
@@ -264,27 +270,29 @@ class GenerativeReplay(Strategy):
         (weights ``r`` and ``1 - r``), then drop the frozen copies. After the stream's last task
         no generator is needed any more and none is trained."""
         if task.id == len(self.stream) - 1:
-            self.previous_solver = self.previous_generator = None
+            self.previous_solver = self.previous_vae = None
             return
-        self.generator.train()
+        self.vae.train()
         data, n = task.train, len(task.train)
         half = self.generator_batch_size
         r = self._weight()
         for _ in range(self.generator_iterations):
-            x = data.inputs(torch.randint(0, n, (half,), device=data.y.device))
-            loss = self.generator.loss(x).mean()
-            if self.previous_generator is not None:
-                replayed = self.previous_generator.sample(half, self.stream.input_shape)
-                loss = r * loss + (1 - r) * self.generator.loss(replayed).mean()
+            x = data.inputs(
+                torch.randint(0, n, (half,), generator=self.generator).to(data.y.device)
+            )
+            loss = self.vae.loss(x, self.generator).mean()
+            if self.previous_vae is not None:
+                replayed = self.previous_vae.sample(half, self.stream.input_shape, self.generator)
+                loss = r * loss + (1 - r) * self.vae.loss(replayed, self.generator).mean()
             self.generator_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.generator_optimizer.step()
             self.generator_steps += 1
         self.previous_solver = None  # only needed while the next task trains
-        self.previous_generator = None
+        self.previous_vae = None
 
     def info(self) -> dict[str, Any]:
-        params = list(self.generator.parameters()) if self.generator else []
+        params = list(self.vae.parameters()) if self.vae else []
         n_gen = sum(p.numel() for p in params)
         return {
             "memory": {

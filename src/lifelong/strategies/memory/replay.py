@@ -64,7 +64,7 @@ class Replay(Strategy):
     def loss(self, model: nn.Module, batch: Batch, task: Task) -> Tensor:
         if len(self.buffer) == 0:
             return super().loss(model, batch, task)
-        x, y, task_ids = self.buffer.sample(self.replay_batch_size or len(batch))
+        x, y, task_ids = self.buffer.sample(self.replay_batch_size or len(batch), self.generator)
         mask = None
         if batch.mask is not None:
             mask = torch.cat([batch.mask, self.stream.column_mask(task_ids)])
@@ -78,14 +78,14 @@ class Replay(Strategy):
 
     def after_step(self, model: nn.Module, batch: Batch, task: Task) -> None:
         if self.selection == "reservoir":
-            self.buffer.add_reservoir(batch.x, batch.y, batch.task_ids)
+            self.buffer.add_reservoir(batch.x, batch.y, batch.task_ids, self.generator)
 
     def after_task(self, task: Task, model: nn.Module, fit: FitFn) -> None:
         if self.selection != "class-balanced":
             return
         y_new = task.train.y
         y_all = torch.cat([self.buffer.y, y_new]) if len(self.buffer) else y_new
-        keep = class_balanced_indices(y_all, self.memory_size)
+        keep = class_balanced_indices(y_all, self.memory_size, self.generator)
         old = keep[keep < len(self.buffer)]
         new = keep[keep >= len(self.buffer)] - len(self.buffer)
         x_new = task.train.inputs(new)

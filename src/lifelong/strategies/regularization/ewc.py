@@ -44,6 +44,7 @@ class _FisherStrategy(AnchoredStrategy):
             task.columns,
             labels=self.fisher,
             samples=self.fisher_samples or None,
+            generator=self.generator,
         )
 
 

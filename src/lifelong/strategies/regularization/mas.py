@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from lifelong.strategies.base import FitFn, register
@@ -22,14 +23,20 @@ from lifelong.strategies.regularization.persample import (
 from lifelong.streams.base import Task
 
 
-def mas_importance(model: nn.Module, task: Task, samples: int | None = None) -> ParamDict:
+def mas_importance(
+    model: nn.Module,
+    task: Task,
+    samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> ParamDict:
     """``Ω_ij = 1/N Σ_k |∂ ‖F(x_k)‖² / ∂θ_ij|`` over the task's training inputs (no labels).
 
     ``F(x)`` is the network's output restricted to the task's columns (its head in the
-    task-incremental scenario); gradients are per sample, so signs never cancel.
+    task-incremental scenario); gradients are per sample, so signs never cancel. ``samples``
+    inputs are drawn from ``generator`` (``None``: all inputs).
     """
     device = next(iter(trainable(model).values())).device
-    idx = pick_samples(len(task.train), samples, device)
+    idx = pick_samples(len(task.train), samples, device, generator)
     chunks = task_chunks(model, task.train, idx, "none", task.columns)
     sums = per_sample_gradient_sum(model, squared_output_norm(task.columns), chunks, "abs")
     return {name: s.div_(len(idx)) for name, s in sums.items()}
@@ -80,7 +87,7 @@ class MAS(AnchoredStrategy):
         return self.lambda_
 
     def after_task(self, task: Task, model: nn.Module, fit: FitFn) -> None:
-        new = mas_importance(model, task, self.samples or None)
+        new = mas_importance(model, task, self.samples or None, self.generator)
         if self.importance is None:
             self.importance = new
         else:

@@ -353,19 +353,28 @@ def squared_output_norm(columns: tuple[int, int] | None) -> SampleLoss:
     return loss
 
 
-def pick_samples(n: int, samples: int | None, device: torch.device) -> Tensor:
-    """All indices ``0..n-1`` in order, or ``samples`` of them drawn without replacement."""
+def pick_samples(
+    n: int, samples: int | None, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """All indices ``0..n-1`` in order, or ``samples`` of them drawn without replacement (from
+    the CPU ``generator``; ``None``: the global torch RNG)."""
     if samples is None or samples >= n:
         return torch.arange(n, device=device)
-    return torch.randperm(n)[:samples].sort().values.to(device)
+    return torch.randperm(n, generator=generator)[:samples].sort().values.to(device)
 
 
-def sample_labels(model: nn.Module, x: Tensor, columns: tuple[int, int] | None) -> Tensor:
-    """One label per input drawn from the model's predictive distribution over ``columns``."""
+def sample_labels(
+    model: nn.Module,
+    x: Tensor,
+    columns: tuple[int, int] | None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One label per input drawn from the model's predictive distribution over ``columns``
+    (drawn on the CPU from ``generator``; ``None``: the global torch RNG)."""
     start, stop = columns if columns is not None else (0, None)
     with torch.no_grad():
         probs = F.softmax(model(x)[:, start:stop], dim=1)
-    return torch.multinomial(probs, 1).squeeze(1) + start
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(x.device) + start
 
 
 def task_chunks(
@@ -374,16 +383,17 @@ def task_chunks(
     idx: Tensor,
     targets: str,
     columns: tuple[int, int] | None,
+    generator: torch.Generator | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Chunks of ``data[idx]`` with targets: ``"labels"`` (true), ``"sampled"`` (from the model),
-    or ``"none"`` (zeros, for losses that use no target)."""
+    """Chunks of ``data[idx]`` with targets: ``"labels"`` (true), ``"sampled"`` (from the model,
+    drawn from ``generator``), or ``"none"`` (zeros, for losses that use no target)."""
     for start in range(0, len(idx), MAX_CHUNK):
         part = idx[start : start + MAX_CHUNK]
         x = data.inputs(part)
         if targets == "labels":
             y = data.y[part]
         elif targets == "sampled":
-            y = sample_labels(model, x, columns)
+            y = sample_labels(model, x, columns, generator)
         else:
             y = torch.zeros(len(part), dtype=torch.long, device=x.device)
         yield x, y
@@ -396,6 +406,7 @@ def diagonal_fisher(
     *,
     labels: str = "true",
     samples: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> ParamDict:
     """Diagonal Fisher ``F_i = 1/N Σ_n (∂ log p(y_n | x_n) / ∂θ_i)²`` over ``data``.
 
@@ -403,18 +414,19 @@ def diagonal_fisher(
         labels: ``"true"``: y_n drawn from the model's predictive distribution p(y | x_n) (the
             Fisher information itself); ``"empirical"``: y_n the data's labels (the empirical
             Fisher).
-        samples: how many samples of ``data`` to use (drawn without replacement from the global
-            torch RNG); ``None``: all of them.
+        samples: how many samples of ``data`` to use (drawn without replacement); ``None``: all.
+        generator: the CPU generator of every draw (samples, sampled labels); strategies pass
+            their own, ``None`` draws from the global torch RNG.
     """
     if labels not in ("true", "empirical"):
         raise ValueError(f"labels must be 'true' or 'empirical', got {labels!r}")
     device = next(iter(trainable(model).values())).device
-    idx = pick_samples(len(data), samples, device)
+    idx = pick_samples(len(data), samples, device, generator)
     targets = "sampled" if labels == "true" else "labels"
     was_training = model.training
     model.eval()  # the labels are sampled from the evaluation-mode network too
     try:
-        chunks = task_chunks(model, data, idx, targets, columns)
+        chunks = task_chunks(model, data, idx, targets, columns, generator)
         sums = per_sample_gradient_sum(model, log_likelihood_loss(columns), chunks, "square")
     finally:
         model.train(was_training)

@@ -24,18 +24,24 @@ JACOBIAN_CHUNK = 1024
 """Samples per forward pass while differentiating the mean response."""
 
 
-def mean_response_jacobian(model: nn.Module, task: Task, samples: int | None = None) -> ParamDict:
+def mean_response_jacobian(
+    model: nn.Module,
+    task: Task,
+    samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> ParamDict:
     """``J = ∂ φ̄ / ∂θ`` with ``φ̄ = 1/N Σ_n φ(x_n)`` the mean output over the task's columns.
 
     One tensor ``[K, *shape]`` per parameter (K = number of the task's columns), by reverse-mode
-    Jacobian (``torch.func.jacrev``), accumulated chunk by chunk since φ̄ is a mean.
+    Jacobian (``torch.func.jacrev``), accumulated chunk by chunk since φ̄ is a mean. ``samples``
+    inputs are drawn from ``generator`` (``None``: all inputs).
     """
     params = {name: p.detach() for name, p in trainable(model).items()}
     buffers = dict(model.named_buffers())
     start, stop = task.columns
     data = task.train
     device = next(iter(params.values())).device
-    idx = pick_samples(len(data), samples, device)
+    idx = pick_samples(len(data), samples, device, generator)
 
     def chunk_sum(p: ParamDict, x: Tensor) -> Tensor:
         return functional_call(model, (p, buffers), (x,))[:, start:stop].sum(0)
@@ -56,14 +62,17 @@ def mean_response_jacobian(model: nn.Module, task: Task, samples: int | None = N
     return {name: j / len(idx) for name, j in total.items()}
 
 
-def sliced_importance(jacobian: ParamDict, slices: int) -> ParamDict:
-    """``Γ_i = 1/L Σ_l (∂ ⟨ξ_l, φ̄⟩ / ∂θ_i)²`` with ξ_l drawn uniformly on the unit sphere.
+def sliced_importance(
+    jacobian: ParamDict, slices: int, generator: torch.Generator | None = None
+) -> ParamDict:
+    """``Γ_i = 1/L Σ_l (∂ ⟨ξ_l, φ̄⟩ / ∂θ_i)²`` with ξ_l drawn uniformly on the unit sphere
+    (from the CPU ``generator``; ``None``: the global torch RNG).
 
     With ``J`` the Jacobian of φ̄ this is ``J_iᵀ C J_i`` for ``C = 1/L Σ_l ξ_l ξ_lᵀ``.
     """
     first = next(iter(jacobian.values()))
     k = first.shape[0]
-    directions = torch.randn(slices, k)
+    directions = torch.randn(slices, k, generator=generator)
     directions /= directions.norm(dim=1, keepdim=True)
     c = (directions.T @ directions / slices).to(device=first.device, dtype=first.dtype)
     out = {}
@@ -132,8 +141,8 @@ class SCP(AnchoredStrategy):
         return self.lambda_ / 2
 
     def after_task(self, task: Task, model: nn.Module, fit: FitFn) -> None:
-        jacobian = mean_response_jacobian(model, task, self.samples or None)
-        new = sliced_importance(jacobian, self.slices)
+        jacobian = mean_response_jacobian(model, task, self.samples or None, self.generator)
+        new = sliced_importance(jacobian, self.slices, self.generator)
         if self.importance is None:
             self.importance = new
         else:

@@ -173,7 +173,8 @@ class Lamol(Strategy):
             if missing <= 0:
                 break
             task_ids = torch.full((missing,), old.id, device=device)
-            tokens = model.sample(task_ids, top_k=self.top_k)  # runs without autograd
+            # runs without autograd
+            tokens = model.sample(task_ids, top_k=self.top_k, generator=self.generator)
             x, answers, _ = model.decode(tokens.cpu())
             drawn += missing
             keep = [i for i, a in enumerate(answers.tolist()) if a in column_of]
