@@ -130,7 +130,7 @@ def test_lamol_keep_parsed_keeps_other_tasks_answers() -> None:
     model = _lm()
     s, a, e = model.sep, model.ans, model.eos
     rows = [[6, 7, s, 8, a, w, e] for w in (3, 5, 9)]  # columns 1 (task 0), 3 (task 1), none
-    model.sample = lambda task_ids, top_k=20: torch.tensor(rows)
+    model.sample = lambda task_ids, top_k=20, generator=None: torch.tensor(rows)
     empty = TaskData(torch.zeros(0, 3, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     old = Task(0, "t0", empty, empty, (0, 1), (0, 2))
     for keep, labels in (("task", [1]), ("parsed", [1, 3])):
