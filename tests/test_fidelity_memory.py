@@ -93,7 +93,7 @@ def test_generative_replay_soft_targets_are_the_old_solvers_softened_outputs(
     previous = copy.deepcopy(model)
     move(model, 2)
     replayed = stream.tasks[0].train.inputs(torch.arange(5)).clone()
-    strategy.previous_generator.sample = lambda n, shape: replayed[:n]
+    strategy.previous_vae.sample = lambda n, shape, generator=None: replayed[:n]
     x, y = stream.tasks[1].train.inputs(torch.arange(5)), stream.tasks[1].train.y[:5]
     batch = Batch(x, y, torch.ones_like(y), None)
     got = strategy.loss(model, batch, stream.tasks[1])
