@@ -193,9 +193,7 @@ class GenerativeReplay(Strategy):
         return model
 
     def _new_generator_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.vae.parameters(), lr=self.generator_lr, betas=(0.9, 0.999)
-        )
+        return torch.optim.Adam(self.vae.parameters(), lr=self.generator_lr, betas=(0.9, 0.999))
 
     def state_dict(self) -> dict[str, Any]:
         """The generator's optimizer as its ``state_dict`` (plain data, so checkpoints load with
