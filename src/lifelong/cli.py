@@ -103,7 +103,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--eval-every", type=int, default=S, help="also evaluate all tasks every N steps (curves)"
     )
     g.add_argument(
-        "--eval-batch-size", type=int, default=S, help="samples per evaluation batch (default 8192)"
+        "--eval-batch-size",
+        type=int,
+        default=S,
+        help="most samples per evaluation batch (default 8192; smaller on a CPU)",
     )
     g.add_argument(
         "--log",

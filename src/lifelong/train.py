@@ -50,7 +50,8 @@ class TrainConfig:
         momentum: momentum, for optimizers that take one (SGD, RMSprop).
         weight_decay: weight decay of the optimizer (L2 for SGD/Adam, decoupled for AdamW).
         eval_every: also evaluate every task every N optimizer steps (0: only at task ends).
-        eval_batch_size: samples per forward pass during evaluation.
+        eval_batch_size: most samples per forward pass during evaluation (on a CPU, passes are
+            also kept to about 4 MiB of inputs: see :mod:`lifelong.evaluate`).
         reset_optimizer: start a fresh optimizer and scheduler at each task (the usual protocol,
             as in GEM and FACIL); when False both carry over and are checkpointed.
     """
