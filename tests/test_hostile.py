@@ -13,6 +13,7 @@ the re-run case exits 0; with ``run_lock`` made a no-op the concurrent-run cases
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import pickle
@@ -41,6 +42,15 @@ def one_line(capsys) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
+
+
+def cli(argv: list[str]) -> int:
+    """``lifelong ARGV`` in-process: its exit status (argparse's own errors exit through
+    SystemExit, like the console script)."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return int(stop.code or 0)
 
 
 def temp_files(folder: Path) -> list[Path]:
@@ -358,3 +368,463 @@ def test_signal_ends_a_run_with_one_line_and_keeps_finished_tasks(
     assert line.startswith("lifelong: interrupted") and f"--resume {out}" in line
     assert 1 <= results["tasks_done"] < 4 and results["status"] == "partial"
     assert temp_files(out) == []
+
+
+# ---- one clear line for every mistake: flags and specs ------------------------------------------
+
+BAD_FLAGS = [
+    (["--stream", "rotated:angles=[0,45"], "unbalanced brackets"),
+    (["--stream", "rotated:angles=[0,45]]"], "unbalanced brackets"),
+    (["--strategy", "ewc:lambda=[1,2"], "unbalanced brackets"),
+    (["--stream", "split:classes_per_task=abc"], "classes_per_task must be a whole number"),
+    (["--stream", "split:classes_per_task=2.5"], "classes_per_task must be a whole number"),
+    (["--stream", "split:classes_per_task=0"], "classes_per_task must be at least 1"),
+    (["--stream", "split:class_order=[a,b]"], "class_order must be a whole number"),
+    (["--stream", "split:class_order=[0,0,1,2,3,4,5,6,7,8]"], "distinct classes"),
+    (["--stream", "split:shuffle_classes=perhaps"], "shuffle_classes must be true or false"),
+    (["--stream", "permuted:identity_first=maybe"], "identity_first must be true or false"),
+    (["--stream", "permuted:identity_first=1"], "identity_first must be true or false"),
+    (["--stream", "noisy:noise=[nan,0]"], "not a finite number"),
+    (["--stream", "noisy:noise=[inf,0]"], "not a finite number"),
+    (["--stream", "noisy:noise=[-1,0]"], "must be >= 0"),
+    (["--stream", "rotated:angles=[0,x]"], "angles must be a finite number"),
+    (["--stream", "rotated:angles=[0,1e999]"], "not a finite number"),
+    (["--stream", "rotated:angles=[0,45]", "--tasks", "3"], "2 angles given for 3 tasks"),
+    (["--stream", "permuted:shuffle=1"], "has no option shuffle"),
+    (["--stream", "permuted:identity_first=true,identity_first=false"], "twice"),
+    (["--stream", ":x=1"], "empty stream"),
+    (["--stream", "nosuch"], "unknown stream 'nosuch'"),
+    (["--data", "nosuch"], "unknown data set 'nosuch'"),
+    (["--model", "nosuch"], "unknown model 'nosuch'"),
+    (["--strategy", "nosuch"], "unknown strategy 'nosuch'"),
+    (["--strategy", "finetune:lr=0.1,lr=5"], "sets 'lr' twice"),
+    (["--strategy", "finetune:lr"], "expected key=value"),
+    (["--strategy", "finetune:lr=nan"], "not a finite number"),
+    (["--strategy", "finetune:lr=1e999"], "not a finite number"),
+    (["--strategy", "finetune:epochs=1.5"], "epochs must be a whole number"),
+    (["--strategy", "finetune:reset_optimizer=maybe"], "reset_optimizer must be true or false"),
+    (["--strategy", "ewc:lambda=abc"], "cannot read 'abc'"),
+    (["--strategy", "ewc:lambda=nan"], "not a finite number"),
+    (["--strategy", "gem:memory=256"], "has no setting 'memory'"),
+    (["--strategy", "gem:memory_per_task=0"], "memory_per_task must be at least 1"),
+    (["--strategy", "finetune", "finetune"], "labels must be distinct"),
+    (["--seed", "1180591620717411303424"], "seed"),
+    (["--seed", "-1"], "--seed must be between 0"),
+    (["--tasks", "0"], "--tasks must be at least 1"),
+    (["--tasks", "100000000"], "would need about"),
+    (["--hidden", "1000000", "1000000"], "would need about"),
+    (["--hidden", "0"], "--hidden widths must be positive"),
+    (["--train-samples", "0"], "--train-samples must be at least 1"),
+    (["--train-samples", "100000"], "only"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--eval-batch-size", "0"], "eval_batch_size must be at least 1"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "inf"], "not a finite number"),
+    (["--lr", "nan"], "not a finite number"),
+    (["--weight-decay", "inf"], "weight_decay inf is not a finite number"),
+    (["--weight-decay", "nan"], "not a finite number"),
+    (["--weight-decay", "-1"], "weight_decay (--weight-decay) must be a finite number >= 0"),
+    (["--momentum", "-1"], "momentum (--momentum) must be a finite number >= 0"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--scenario", "bogus"], "invalid choice"),
+    (["--tasks", "many"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flag_or_spec_exits_2_with_one_line(argv, expected, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["run", "--quiet", "--no-report", "--out", str(out), *argv]) == 2
+    assert expected in one_line(capsys)
+    assert not (out / "results.json").exists()  # refused before anything ran
+
+
+def test_help_examples_are_valid_strategy_specs():
+    """Every example of ``--strategy`` in ``lifelong run --help`` is a valid setting."""
+    from lifelong.cli import build_parser
+    from lifelong.config import RunConfig
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    (action,) = [a for a in run._actions if a.dest == "strategies"]
+    examples = action.help.split("e.g.")[1].split(";")[0].split()
+    assert "gem:memory_per_task=256" in examples
+    RunConfig.from_dict({"strategies": examples})
+
+
+# ---- config files --------------------------------------------------------------------------------
+
+BAD_CONFIG_FILES = [
+    ("binary.toml", os.urandom(64) + b"\xff\xfe", "is not text"),
+    ("seed.toml", b"seed = 1e30\n", "seed 1e+30 is too large"),
+    ("seed-big.yaml", b"seed: 1180591620717411303424\n", "too large"),
+    ("spec.toml", b'stream = "split:classes_per_task=abc"\n', "classes_per_task must be"),
+    ("options.toml", b'stream = "split"\n[stream_options]\nclasses_per_task = "abc"\n', "whole"),
+    ("noise.toml", b'stream = "noisy"\n[stream_options]\nnoise = [nan, 0.0]\n', "finite"),
+    ("identity.yaml", b"stream: permuted\nstream_options: {identity_first: maybe}\n", "true or"),
+    ("tasks.toml", b'tasks = "three"\n', "tasks must be a whole number"),
+    ("hidden.toml", b'hidden = ["a"]\n', "--hidden must be whole numbers"),
+    ("wd.toml", b"weight_decay = inf\n", "not a finite number"),
+    ("lr.yaml", b"lr: .nan\n", "not a finite number"),
+    ("unknown.toml", b"colour = 3\n", "unknown setting(s) colour"),
+    ("strategy.toml", b"strategy = 5\n", "strategy must be NAME"),
+    ("table.toml", b"strategy = [{lambda = 3}]\n", "needs a name"),
+    ("options-type.toml", b"stream_options = 3\n", "stream_options must be a table"),
+    ("syntax.yaml", b"a: [1,\n", "is not valid"),
+    ("syntax.toml", b"a = = 1\n", "is not valid"),
+    ("list.yaml", b"- 1\n- 2\n", "must hold a table"),
+    ("config.json", b"{}", "must end in .toml, .yaml or .yml"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "expected"), BAD_CONFIG_FILES, ids=[n for n, _, _ in BAD_CONFIG_FILES]
+)
+def test_bad_config_file_exits_2_with_one_line(name, body, expected, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_bytes(body)
+    out = tmp_path / "run"
+    assert cli(["run", "--config", str(path), "--quiet", "--out", str(out)]) == 2
+    assert expected in one_line(capsys)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert cli(["run", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read config file" in one_line(capsys)
+
+
+# ---- damaged run files on --resume and report ----------------------------------------------------
+
+DAMAGED_RUN_FILES = [
+    ("config.json", b"\x00\xff garbage", "config.json is not readable JSON"),
+    ("config.json", b'{"seed": ', "config.json is not readable JSON"),
+    ("config.json", b"[1, 2]", "does not hold a table of settings"),
+    ("config.json", b'{"lr": "fast"}', "lr must be a number"),
+    ("config.json", b'{"seed": 1e30}', "too large"),
+    ("results.json", b"\x00\xff garbage", "delete it and resume"),
+    ("results.json", b'{"schema": 1, "strat', "delete it and resume"),
+    ("results.json", b"[]", "delete it and resume"),
+    ("results.json", b'{"schema": 1, "config": {}}', "delete it and resume"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "expected"),
+    DAMAGED_RUN_FILES,
+    ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(DAMAGED_RUN_FILES)],
+)
+def test_damaged_run_file_on_resume_gives_the_recovery_step(
+    name, body, expected, finished_run, tmp_path, capsys
+):
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / name).write_bytes(body)
+    before = snapshot(run)
+    assert cli(["run", "--resume", str(run), "--quiet", "--no-report"]) == 2
+    assert expected in one_line(capsys)
+    assert snapshot(run) == before
+
+
+def test_deleting_a_damaged_results_json_recovers_everything(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "results.json").write_bytes(b"garbage")
+    assert cli(["run", "--resume", str(run), "--quiet", "--no-report"]) == 2
+    (run / "results.json").unlink()  # the recovery step the message names
+    assert cli(["run", "--resume", str(run), "--quiet", "--no-report"]) == 0
+    again = json.loads((run / "results.json").read_text())["strategies"]
+    reference = json.loads((finished_run / "results.json").read_text())["strategies"]
+    assert {k: v["accuracy_matrix"] for k, v in again.items()} == {
+        k: v["accuracy_matrix"] for k, v in reference.items()
+    }
+
+
+WRONG_RESULTS = [
+    ("acc", "high"),
+    ("accuracy_matrix", [["a", 0.5]]),
+    ("train_seconds", [1, "x"]),
+    ("status", 3),
+    ("parameters", {"n": 3}),
+    ("bwt", True),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), WRONG_RESULTS, ids=[k for k, _ in WRONG_RESULTS])
+def test_report_on_wrongly_typed_results_exits_2_with_one_line(
+    key, value, finished_run, tmp_path, capsys
+):
+    run = copy_run(finished_run, tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    results["strategies"]["l2"][key] = value
+    (run / "results.json").write_text(json.dumps(results))
+    assert cli(["report", str(run)]) == 2
+    line = one_line(capsys)
+    assert "l2" in line and "results.json" in line
+    assert not (run / "report.html").exists()
+
+
+def test_idx_header_announcing_gigabytes_is_refused_without_allocating(tmp_path):
+    import gzip
+    import struct
+
+    from lifelong.data.idx import read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:  # 7 GiB announced, 100 bytes present
+        f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 7 * 2**20, 32, 32) + b"\0" * 100)
+    with pytest.raises(DataError, match=r"more than a file of .* bytes can hold") as caught:
+        read_idx(path)
+    assert "\n" not in str(caught.value) and "delete it and download it again" in str(caught.value)
+
+
+# ---- the Python API: the user's data and model -------------------------------------------------
+
+
+def _task(n: int = 40, d: int = 8, classes: int = 3, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))  # float64: the most common user input
+    y = rng.integers(0, classes, size=n)  # int64
+    return x[: n // 2], y[: n // 2], x[n // 2 :], y[n // 2 :]
+
+
+def test_numpy_float64_and_int64_inputs_train():
+    import numpy as np
+
+    from lifelong.runner import learn_stream
+    from lifelong.streams.custom import from_tensors
+
+    a, b = _task(seed=0), _task(seed=1)
+    ints = tuple(np.rint(v * 10).astype(np.int64) if i % 2 == 0 else v for i, v in enumerate(b))
+    stream = from_tensors([a, ints], scenario="domain")
+    assert all(t.train.x.dtype == torch.float32 for t in stream.tasks)
+    result = learn_stream(stream, "finetune", hidden=[8])
+    assert result.status == "complete" and len(result.accuracy_matrix) == 3
+
+
+BAD_DATA = {
+    "one-hot labels": (
+        lambda x, y, xt, yt: (x, torch.nn.functional.one_hot(torch.as_tensor(y), 3), xt, yt),
+        "one-hot",
+    ),
+    "1-D inputs": (lambda x, y, xt, yt: (x[:, 0], y, xt[:, 0], yt), "one row per sample"),
+    "float labels 0.5": (lambda x, y, xt, yt: (x, y + 0.5, xt, yt), "whole numbers"),
+    "NaN labels": (lambda x, y, xt, yt: (x, y * float("nan"), xt, yt), "whole numbers"),
+    "label 10^6": (lambda x, y, xt, yt: (x, y * 10**6, xt, yt), "renumber them"),
+    "negative label": (lambda x, y, xt, yt: (x, y - 5, xt, yt), "non-negative"),
+    "NaN inputs": (lambda x, y, xt, yt: (x * float("nan"), y, xt, yt), "NaN or infinite"),
+    "inf inputs": (lambda x, y, xt, yt: (x * float("inf"), y, xt, yt), "NaN or infinite"),
+    "empty training split": (lambda x, y, xt, yt: (x[:0], y[:0], xt, yt), "no training samples"),
+    "empty test split": (lambda x, y, xt, yt: (x, y, xt[:0], yt[:0]), "no test samples"),
+    "string labels": (lambda x, y, xt, yt: (x, y.astype(str), xt, yt), "numpy dtype <U"),
+    "object inputs": (lambda x, y, xt, yt: (x.astype(object), y, xt, yt), "numpy dtype object"),
+    "huge integer inputs": (
+        lambda x, y, xt, yt: ((x * 2**40).astype("int64"), y, xt, yt),
+        "more than float32 holds",
+    ),
+    "lengths differ": (lambda x, y, xt, yt: (x, y[:-1], xt, yt), "different lengths"),
+    "a list": (lambda x, y, xt, yt: (x.tolist(), y, xt, yt), "torch tensor or numpy array"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_user_data_gets_one_clear_error(case):
+    from lifelong.errors import ConfigError
+    from lifelong.streams.custom import from_tensors
+
+    damage, expected = BAD_DATA[case]
+    with pytest.raises(ConfigError) as caught:
+        from_tensors([_task(), damage(*_task(seed=1))], scenario="domain")
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_names_shorter_than_tasks():
+    from lifelong.errors import ConfigError
+    from lifelong.streams.custom import from_tensors
+
+    with pytest.raises(ConfigError, match="names= has 1 names for 2 tasks"):
+        from_tensors([_task(), _task(seed=1)], names=["only one"])
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return torch.zeros(4), self.labels[i]
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [(["cat", "dog"], "label 'cat'"), ([0.5, 1.0], "whole numbers"), ([None, 1], "label None")],
+    ids=["strings", "fractions", "None"],
+)
+def test_bad_dataset_labels_get_one_clear_error(labels, expected):
+    from lifelong.errors import ConfigError
+    from lifelong.streams.custom import from_datasets
+
+    with pytest.raises(ConfigError, match=expected):
+        from_datasets([(_Pairs(labels), _Pairs([0, 1]))], loader="tensors")
+    with pytest.raises(ConfigError, match=expected):
+        from_datasets([(_Pairs(labels), _Pairs([0, 1]))], loader="dataloader")
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (lambda: torch.nn.Linear(5, 3), "fails on one sample"),  # wrong input size
+        (lambda: torch.nn.Linear(8, 7), "returns [1, 7] for one sample"),  # wrong outputs
+        (lambda: torch.nn.Sequential(torch.nn.Linear(8, 3), torch.nn.Flatten(0)), "[3]"),
+        (lambda: "not a model", "unknown model"),
+    ],
+    ids=["input-size", "output-size", "output-shape", "not-a-module"],
+)
+def test_user_model_checked_on_one_sample_before_training(model, expected):
+    from lifelong.errors import ConfigError
+    from lifelong.runner import learn_stream
+    from lifelong.streams.custom import from_tensors
+
+    stream = from_tensors([_task(), _task(seed=1)], scenario="domain")
+    with pytest.raises(ConfigError) as caught:
+        learn_stream(stream, "finetune", model=model())
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+    if expected != "unknown model":
+        assert "[B, 8]" in message and "[B, 3] logits" in message
+
+
+def test_python_api_weight_decay_inf_is_refused():
+    from lifelong.errors import ConfigError
+    from lifelong.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="weight_decay"):
+        TrainConfig(weight_decay=float("inf"))
+
+
+def test_nan_inputs_are_not_blamed_on_the_learning_rate(digits_stream):
+    from lifelong.errors import TrainingDivergedError
+    from lifelong.runner import learn_stream
+    from lifelong.streams.base import Stream, Task, TaskData
+
+    task = digits_stream.tasks[0]
+    x = task.train.inputs().clone()
+    x[3] = float("nan")
+    poisoned = Task(0, "poisoned", TaskData(x, task.train.y), task.test, task.classes, task.columns)
+    stream = Stream("p", "digits", "domain", [poisoned], digits_stream.input_shape, 10)
+    with pytest.raises(TrainingDivergedError) as caught:
+        learn_stream(stream, "finetune", hidden=[8])
+    assert "inputs contain NaN" in str(caught.value)
+    assert "learning rate" not in str(caught.value)
+
+
+# ---- downloads from a local server on 127.0.0.1 ----------------------------------------------
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Announces 1000 bytes and sends one every 0.05 s: no single read ever times out."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:  # the client gave up
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def trickle_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_trickling_server_fails_at_the_overall_deadline(trickle_url, tmp_path):
+    from lifelong.data.download import download
+
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"not complete after 0\.5 s.*--mirror") as caught:
+        download("mnist", tmp_path, trickle_url, timeout=5, deadline=0.5)
+    assert time.monotonic() - start < 5, "the deadline did not bound the transfer"
+    assert "\n" not in str(caught.value)
+    assert temp_files(tmp_path) == []
+
+
+def test_part_files_of_a_killed_download_are_removed_on_the_next_one(trickle_url, tmp_path):
+    from lifelong.data.download import download
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    stale = folder / ".train-images-idx3-ubyte.gz.x1y2.part"
+    stale.write_bytes(b"half a file")
+    keep = folder / "notes.txt"
+    keep.write_text("the user's own file")
+    with pytest.raises(DataError):
+        download("mnist", tmp_path, trickle_url, timeout=5, deadline=0.2)
+    assert not stale.exists() and keep.exists()
+
+
+def test_second_download_into_one_folder_refuses(tmp_path):
+    from lifelong.data.download import download
+
+    folder = tmp_path / "mnist"
+    with run_lock(folder, "data folder"):
+        thread_error: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                download("mnist", tmp_path, "http://127.0.0.1:9/")
+            except BaseException as err:
+                thread_error.append(err)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert isinstance(thread_error[0], FolderLockedError)
+    assert "data folder" in str(thread_error[0])
+
+
+def test_babi_bad_member_message_counts_what_was_installed(shared_data, tmp_path):
+    """An archive with one bad member: the verified files before it stay, and the message says
+    so (it used to claim that nothing was saved)."""
+    import io
+    import tarfile
+
+    from lifelong.data.download import download
+    from lifelong.data.files import CATALOGUE
+
+    babi = CATALOGUE["babi"]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    bad = babi.file_names[5]
+    with tarfile.open(mirror / babi.archive, "w:gz", compresslevel=1) as tar:
+        for name in babi.file_names:
+            data = (shared_data / "babi" / "en" / name).read_bytes()
+            if name == bad:
+                data = data.replace(b"Mary", b"Mari", 1)
+            info = tarfile.TarInfo(f"tasks_1-20_v1-2/en/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError) as caught:
+        download("babi", tmp_path / "data", str(mirror))
+    message = str(caught.value)
+    installed = sorted(p.name for p in (tmp_path / "data" / "babi" / "en").iterdir())
+    assert bad not in installed and len(installed) >= 1
+    assert f"{len(installed)} verified files of the archive were installed" in message
+    assert "nothing was saved" not in message and "\n" not in message

@@ -40,14 +40,12 @@ def parse_value(text: str) -> Any:
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
-    try:
-        return check_number(int(text), text)
-    except ValueError:
-        pass
-    try:
-        return check_number(float(text), text)
-    except ValueError:
-        pass
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        return check_number(number, text)  # ConfigError is a ValueError: checked outside the try
     return text
 
 
@@ -444,9 +442,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config file into a dict."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {p}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"config file {p} is not text (UTF-8); give a TOML or YAML file"
+        ) from None
     try:
         if p.suffix == ".toml":
             data = tomllib.loads(text)

@@ -26,6 +26,10 @@ class UnknownNameError(ConfigError, KeyError):
         return str(self.args[0])
 
 
+class ResourceError(ConfigError):
+    """A stream or model that would need more memory than the machine has (checked first)."""
+
+
 class DataError(LifelongError):
     """Missing, corrupted or unreadable data files, or a failed download."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from lifelong.callbacks import Callback, make_loggers, write_message
 from lifelong.config import RunConfig
 from lifelong.errors import ConfigError, RunInterrupted, TrainingDivergedError
+from lifelong.models import check_model
 from lifelong.resources import run_environment
 from lifelong.results import (
     RunResults,
@@ -184,6 +185,7 @@ def _run_locked(
     device = resolve_device(config.device)  # fail early on a bad device
     callbacks = [*callbacks, *make_loggers(config.log, run_dir)]
     stream = build_run_stream(config)
+    check_model(config.model, stream, config.hidden)  # before anything is written
     if resume and (run_dir / "results.json").exists():
         results = load_results(run_dir)
     else:

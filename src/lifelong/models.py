@@ -8,6 +8,7 @@ of a task involve only its own head's weights, exactly as with separate head mod
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.resources import ensure_memory
 from lifelong.streams.base import Stream
 
 
@@ -101,7 +103,7 @@ def register_model(
 
 @register_model("mlp", "fully connected ReLU network (--hidden widths, default 100 100)")
 def _mlp(stream: Stream, hidden: Sequence[int] | None) -> nn.Module:
-    n_in = int(torch.tensor(stream.input_shape).prod())
+    n_in = math.prod(stream.input_shape)
     return MLP(n_in, tuple(hidden) if hidden is not None else (100, 100), stream.n_outputs)
 
 
@@ -126,6 +128,12 @@ def default_model(input_kind: str) -> str:
 
 def build_model(name: str, stream: Stream, hidden: Sequence[int] | None = None) -> nn.Module:
     """Build a registered model for ``stream`` (initialised from the global torch RNG)."""
+    check_model(name, stream, hidden)
+    return MODELS[name].build(stream, hidden)
+
+
+def check_model(name: str, stream: Stream, hidden: Sequence[int] | None = None) -> None:
+    """Everything :func:`build_model` refuses, checked without building the model."""
     if name not in MODELS:
         raise UnknownNameError("model", name, list(MODELS))
     entry = MODELS[name]
@@ -136,7 +144,21 @@ def build_model(name: str, stream: Stream, hidden: Sequence[int] | None = None) 
         )
     if hidden is not None and any(h <= 0 for h in hidden):
         raise ConfigError(f"--hidden widths must be positive, got {list(hidden)}")
-    return entry.build(stream, hidden)
+    ensure_model_fits(name, stream, hidden)
+
+
+def ensure_model_fits(name: str, stream: Stream, hidden: Sequence[int] | None) -> None:
+    """Count the model's parameters on the ``meta`` device (nothing allocated, no random draw)
+    and refuse when its weights and gradients alone would exceed the available memory."""
+    try:
+        with torch.device("meta"):
+            probe = MODELS[name].build(stream, hidden)
+    except ConfigError:
+        raise
+    except Exception:  # a builder that needs real tensors: no estimate, build as usual
+        return
+    n = count_parameters(probe)
+    ensure_memory(8 * n, f"model {name} with {n:,} parameters", "use smaller --hidden widths")
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -14,7 +14,10 @@ from typing import Any
 
 import torch
 
+from lifelong.errors import ResourceError
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+_MEMINFO = Path("/proc/meminfo")
 _STATUS = Path("/proc/self/status")
 
 
@@ -82,3 +85,35 @@ def run_environment(device: torch.device) -> dict[str, Any]:
         "git_commit": git_commit(),
     }
     return env
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (Linux MemAvailable), if known."""
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def ensure_memory(nbytes: int, what: str, advice: str) -> None:
+    """Refuse (:class:`ResourceError`) when ``what`` needs more than the available memory."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ResourceError(
+            f"{what} would need about {_human(nbytes)} of memory but {_human(available)} is "
+            f"available; {advice}"
+        )
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} PiB"  # pragma: no cover - the loop always returns

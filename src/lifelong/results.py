@@ -285,20 +285,25 @@ class RunResults:
 def load_results(run_dir: str | Path) -> RunResults:
     """Read ``run_dir/results.json`` (one clear error if it is missing or not a results file)."""
     path = Path(run_dir) / "results.json"
+    recover = (
+        "if it was written by `lifelong run`, delete it and resume: the checkpoints restore "
+        "every strategy's finished tasks"
+    )
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(
             f"no results.json in {run_dir}; give a run directory written by `lifelong run`"
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(
-            f"{path} is not valid JSON ({err}); was it written by `lifelong run`?"
-        ) from None
+        text = " ".join(str(err).split())[:120]
+        raise DataError(f"{path} is not valid JSON ({text}); {recover}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a lifelong results file; {recover}")
     try:
         return RunResults.from_dict(data)
-    except (KeyError, TypeError) as err:
-        raise DataError(f"{path} lacks {err}; it is not a lifelong results file") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise DataError(f"{path} lacks or mistypes {err}; {recover}") from None
 
 
 RECORD_COLUMNS = ("strategy", "setting", "seed", "trained", "task", "metric", "value")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lifelong.callbacks import Callback, RunInfo
 from lifelong.checkpoint import checkpoint_bytes, load_checkpoint
@@ -98,6 +98,34 @@ class Checkpoint:
         return cls(**{k: data[k] for k in names})
 
 
+def check_user_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
+    """One forward pass on one training sample before training: a model that does not take the
+    stream's inputs or return ``[B, n_outputs]`` logits is refused with one line saying what it
+    must take and return (evaluation mode, no gradient: nothing about the model changes)."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a registered name or an nn.Module, got {type(model)}")
+    x = stream.tasks[0].train.inputs(slice(0, 1))
+    need = (
+        f"it must take inputs of shape [B, {', '.join(map(str, x.shape[1:]))}] ({x.dtype}) and "
+        f"return [B, {stream.n_outputs}] logits, one column per output of the stream"
+    )
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model.to(device)(x.to(device))
+    except Exception as err:  # the user's code: any failure is a mismatch to report in one line
+        text = " ".join(str(err).split())[:200]
+        raise ConfigError(
+            f"your model fails on one sample ({type(err).__name__}: {text}); {need}"
+        ) from None
+    finally:
+        model.train(was_training)
+    shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+    if not isinstance(out, Tensor) or list(out.shape) != [1, stream.n_outputs]:
+        raise ConfigError(f"your model returns {shape} for one sample; {need}")
+
+
 def learn_stream(
     stream: Stream,
     strategy: Strategy | str,
@@ -158,7 +186,11 @@ def learn_stream(
     stream = stream.to(dev) if dev.type != "cpu" else stream
     if model is None:
         model = default_model(stream.input_kind)
-    net = build_model(model, stream, hidden) if isinstance(model, str) else model
+    if isinstance(model, str):
+        net = build_model(model, stream, hidden)
+    else:
+        check_user_model(model, stream, dev)
+        net = model
     if not isinstance(model, str) and init_model:
         for module in net.modules():
             if callable(getattr(module, "reset_parameters", None)):

@@ -30,6 +30,7 @@ IDX_DATASETS = ("fashion-mnist", "mnist")
 """Data sets stored as four IDX files (train/test images and labels), 10 classes, 28x28 pixels."""
 
 _MAX_PAYLOAD = 1 << 33  # refuse to allocate more than 8 GiB for a (corrupted) header
+_MAX_RATIO = 1032  # the largest expansion of deflate (gzip): a header may not announce more
 _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -47,8 +48,13 @@ def read_idx(path: str | Path) -> torch.Tensor:
         with gzip.open(path, "rb") as stream:
             dims = _read_header(stream, path)
             count = math.prod(dims)
-            if count > _MAX_PAYLOAD:
-                raise _bad_file(path, f"header announces an implausible shape {dims}")
+            # deflate compresses at most ~1032:1, so the file's size bounds what it can hold
+            if count > min(_MAX_PAYLOAD, _MAX_RATIO * path.stat().st_size + 4096):
+                raise _bad_file(
+                    path,
+                    f"header announces shape {dims} ({count:,} bytes), more than a file of "
+                    f"{path.stat().st_size:,} bytes can hold",
+                )
             buffer = bytearray(count)
             view = memoryview(buffer)
             filled = 0

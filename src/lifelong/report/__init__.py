@@ -98,7 +98,30 @@ def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             len({len(curves.get(key) or []) for key in ("step", "task", "accuracy")}) > 1
         ):
             raise DataError(f"{path}: strategy {label!r} has malformed curves; {hint}")
+        wrong = [key for key in _NUMERIC if not _numbers(entry.get(key))]
+        wrong += [] if all(_numbers(row) for row in matrix) else ["accuracy_matrix"]
+        wrong += [k for k in ("step", "task", "accuracy") if not _numbers(curves.get(k))]
+        if not isinstance(entry.get("status", ""), str):
+            wrong.append("status")
+        if wrong:
+            raise DataError(
+                f"{path}: strategy {label!r} has values that are not numbers in "
+                f"{', '.join(wrong)}; {hint}"
+            )
     return results
+
+
+_NUMERIC = ("acc", "bwt", "fwt", "forgetting", "learning_accuracy", "train_seconds",
+            "eval_seconds", "peak_rss_mb", "peak_device_mb", "parameters")  # fmt: skip
+
+
+def _numbers(value: Any) -> bool:
+    """``value`` is a number, null, or a (nested) list of them: what a report draws."""
+    if value is None:
+        return True
+    if isinstance(value, list):
+        return all(_numbers(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> Path:

@@ -17,12 +17,82 @@ from lifelong.streams.base import SCENARIOS, Stream, Task, TaskData
 ArrayLike = Tensor | np.ndarray
 
 
+MAX_EXACT_INT = 2**24  # integers a float32 input holds exactly
+MAX_COLUMNS = 100_000  # more output columns than this is a labelling mistake, not a task
+
+
 def _tensor(a: Any, what: str) -> Tensor:
     if isinstance(a, Tensor):
         return a.detach()
     if isinstance(a, np.ndarray):
+        if a.dtype.kind not in "biuf":
+            raise ConfigError(
+                f"{what} has numpy dtype {a.dtype}; give numbers (integer class labels, "
+                "numeric inputs)"
+            )
         return torch.from_numpy(np.ascontiguousarray(a))
     raise ConfigError(f"{what} must be a torch tensor or numpy array, got {type(a).__name__}")
+
+
+def model_inputs(x: Tensor, what: str) -> Tensor:
+    """Inputs as models take them: uint8 kept (scaled later), float64 as float32, integers and
+    booleans as float32 when it holds them exactly; NaN, infinities and 1-D inputs refused."""
+    if x.dim() < 2:
+        raise ConfigError(
+            f"{what} inputs have shape {list(x.shape)}; give one row per sample, "
+            "[samples, features] (one feature: x.reshape(-1, 1))"
+        )
+    if x.dim() and x.shape[0] > 1 and x.stride(0) == 0:  # one sample expanded (a live Dataset)
+        return model_inputs(x[:1], what).expand(x.shape)
+    if x.dtype == torch.uint8:
+        return x
+    if x.is_complex():
+        raise ConfigError(f"{what} inputs are complex numbers; give real-valued inputs")
+    if x.is_floating_point():
+        if not torch.isfinite(x).all():
+            raise ConfigError(f"{what} inputs contain NaN or infinite values; clean the data")
+        return x.float() if x.dtype == torch.float64 else x
+    if x.numel() and int(x.abs().max()) > MAX_EXACT_INT:
+        raise ConfigError(
+            f"{what} integer inputs reach {int(x.abs().max())}, more than float32 holds "
+            "exactly; scale them and pass floats"
+        )
+    return x.float()
+
+
+def class_labels(y: Tensor, what: str) -> Tensor:
+    """Integer class indices, one per sample: whole-valued floats accepted, others refused."""
+    if y.dim() == 2 and y.shape[1] > 1:
+        raise ConfigError(
+            f"{what} labels have shape {list(y.shape)} (one-hot?); give one class index per "
+            "sample, e.g. y.argmax(1)"
+        )
+    y = y.reshape(-1) if y.dim() == 2 else y
+    if y.dim() != 1:
+        raise ConfigError(f"{what} labels have shape {list(y.shape)}; give one class per sample")
+    if y.dtype == torch.bool or y.is_complex():
+        raise ConfigError(f"{what} labels must be integer classes, got {y.dtype}")
+    if y.is_floating_point():
+        bad = ~torch.isfinite(y) | (y != y.round())
+        if bad.any():
+            raise ConfigError(
+                f"{what} labels must be whole numbers (classes), got {y[bad][0].item()}"
+            )
+        if y.numel() and y.abs().max() > MAX_EXACT_INT:
+            raise ConfigError(f"{what} labels reach {y.abs().max().item():g}; renumber 0..K-1")
+    return y.long()
+
+
+def _label(y: Any, where: str) -> int:
+    """One label read from a Dataset item: an integer class, else one clear line."""
+    value = y.item() if isinstance(y, Tensor | np.ndarray) and np.size(y) == 1 else y
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ConfigError(
+            f"{where} has label {y!r}; labels must be integer classes (map names to 0..K-1)"
+        )
+    if not float(value).is_integer():
+        raise ConfigError(f"{where} has label {y!r}; labels must be whole numbers")
+    return int(value)
 
 
 def check_dataset(dataset: Any, what: str) -> tuple[Any, Any]:
@@ -56,10 +126,10 @@ def _labels(dataset: Dataset, what: str) -> Tensor:
     targets = getattr(dataset, "targets", None)
     if targets is not None and len(targets) == len(dataset):  # type: ignore[arg-type]
         return torch.as_tensor(targets).long()
-    try:
-        return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: labels must be integer classes") from None
+    n = len(dataset)  # type: ignore[arg-type]
+    return torch.tensor(
+        [_label(dataset[i][1], f"{what}, sample {i},") for i in range(n)], dtype=torch.long
+    )
 
 
 def dataset_to_tensors(dataset: Dataset, what: str = "a task's Dataset") -> tuple[Tensor, Tensor]:
@@ -68,8 +138,13 @@ def dataset_to_tensors(dataset: Dataset, what: str = "a task's Dataset") -> tupl
     xs, ys = [], []
     for i in range(len(dataset)):  # type: ignore[arg-type]  # one pass at stream creation
         x, y = dataset[i]
-        xs.append(torch.as_tensor(x))
-        ys.append(int(y))
+        try:
+            xs.append(torch.as_tensor(x))
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(f"{what}, sample {i}, has input {x!r}; give numbers") from None
+        ys.append(_label(y, f"{what}, sample {i},"))
+    if len({tuple(x.shape) for x in xs}) > 1:
+        raise ConfigError(f"{what}: its samples have different shapes; give one shape")
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
 
@@ -98,7 +173,9 @@ class DatasetData(TaskData):
     def sample(self, i: int) -> Tensor:
         """Sample ``i`` as the model gets it (the dataset's transform applied now)."""
         x = torch.as_tensor(self.dataset[i][0])
-        return x.to(torch.float32).mul_(self.scale) if self.scale is not None else x
+        if self.scale is not None:
+            return x.to(torch.float32).mul_(self.scale)
+        return x if x.dtype == torch.float32 else x.to(torch.float32)  # float64, integers
 
     def inputs(self, idx: Tensor | slice | None = None) -> Tensor:
         if idx is None:
@@ -131,16 +208,23 @@ def from_tensors(
         raise ConfigError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
     if not tasks:
         raise ConfigError("from_tensors needs at least one task")
+    if names is not None and len(names) != len(tasks):
+        raise ConfigError(f"names= has {len(names)} names for {len(tasks)} tasks; give one each")
     parts = []
     for t, task in enumerate(tasks):
-        if len(task) != 4:
+        if not isinstance(task, tuple | list) or len(task) != 4:
             raise ConfigError(f"task {t}: give (x_train, y_train, x_test, y_test)")
         xtr, ytr, xte, yte = (_tensor(a, f"task {t}") for a in task)
+        xtr, xte = model_inputs(xtr, f"task {t} training"), model_inputs(xte, f"task {t} test")
+        ytr, yte = class_labels(ytr, f"task {t} training"), class_labels(yte, f"task {t} test")
         if len(xtr) != len(ytr) or len(xte) != len(yte):
             raise ConfigError(f"task {t}: inputs and labels have different lengths")
+        if not len(xtr) or not len(xte):
+            split = "training" if not len(xtr) else "test"
+            raise ConfigError(f"task {t} has no {split} samples; every split needs some")
         if xtr.shape[1:] != xte.shape[1:]:
             raise ConfigError(f"task {t}: train and test inputs have different shapes")
-        parts.append((xtr, ytr.long(), xte, yte.long()))
+        parts.append((xtr, ytr, xte, yte))
     shape = tuple(parts[0][0].shape[1:])
     if any(tuple(p[0].shape[1:]) != shape for p in parts):
         raise ConfigError("every task's inputs must have the same per-sample shape")
@@ -149,6 +233,12 @@ def from_tensors(
     n_max = max(int(torch.cat([p[1], p[3]]).max()) for p in parts) + 1
     heads = [torch.unique(torch.cat([p[1], p[3]])) for p in parts]
     n_out = sum(len(h) for h in heads) if scenario == "task" else n_max
+    if n_out > MAX_COLUMNS:
+        distinct = len(torch.unique(torch.cat(heads)))
+        raise ConfigError(
+            f"labels up to {n_max - 1} would need {n_out:,} output columns for {distinct} "
+            f"classes; renumber them 0..{distinct - 1} (torch.unique(y, return_inverse=True))"
+        )
     out, offset = [], 0
     for t, ((xtr, ytr, xte, yte), classes) in enumerate(zip(parts, heads, strict=True)):
         if scenario == "task":

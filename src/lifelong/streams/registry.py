@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,33 @@ class StreamSpec:
     scenario: str
     seed: int
     options: dict[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, kind: type, default: Any = None) -> Any:
+        """Option ``name`` checked as ``kind`` (``bool``, ``int`` or ``float``; a list of them
+        when ``default`` or the value is a list); one clear line when it is not."""
+        value = self.options.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, list | tuple):
+            return [self._one(name, kind, v) for v in value]
+        return self._one(name, kind, value)
+
+    def _one(self, name: str, kind: type, value: Any) -> Any:
+        spelled = {bool: "true or false", int: "a whole number", float: "a finite number"}[kind]
+        if isinstance(value, str) and kind is bool and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        ok = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (kind is float or float(value).is_integer())
+            and abs(value) < 2**63
+        )
+        if not ok:
+            raise ConfigError(f"stream option {name} must be {spelled}, got {value!r}")
+        return kind(value)
 
 
 @dataclass(frozen=True)

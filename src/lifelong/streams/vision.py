@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lifelong.data import ImageDataset, load_image_dataset
 from lifelong.errors import ConfigError
+from lifelong.resources import ensure_memory
 from lifelong.streams.base import Stream, Task, TaskData
 from lifelong.streams.registry import StreamSpec, register_stream
 
@@ -52,6 +53,25 @@ def _check_tasks(n_tasks: int) -> None:
         raise ConfigError(f"the number of tasks must be at least 1, got {n_tasks}")
 
 
+def _check_size(spec: StreamSpec, ds: ImageDataset, n_tasks: int, copies: bool = False) -> None:
+    """Refuse, before building any task, a stream whose tasks would not fit in memory.
+
+    Per task: int64 row indices and labels of both splits, a feature permutation, with
+    ``copies`` a uint8 copy of its images (rotated, noisy), and its rows of the accuracy matrix
+    (results and JSON text, T+1 rows of T numbers)."""
+    n_train = spec.train_samples or len(ds.x_train)
+    n_test = spec.test_samples or len(ds.x_test)
+    features = math.prod(ds.image_shape)
+    per_task = 16 * (n_train + n_test) + 8 * features + 64 * (n_tasks + 1)
+    if copies:
+        per_task += (n_train + n_test) * features
+    ensure_memory(
+        n_tasks * per_task,
+        f"a stream of {n_tasks:,} tasks of {spec.data}",
+        "use fewer --tasks or --train-samples",
+    )
+
+
 def _flat_source(ds: ImageDataset) -> tuple[Tensor, Tensor]:
     return ds.x_train.reshape(len(ds.x_train), -1), ds.x_test.reshape(len(ds.x_test), -1)
 
@@ -69,10 +89,11 @@ def permuted(spec: StreamSpec) -> Stream:
         identity_first (bool, default False): leave task 1 unpermuted, as in van de Ven et al.;
             GEM permutes every task, which is the default here.
     """
-    identity_first = bool(spec.options.get("identity_first", False))
+    identity_first = spec.option("identity_first", bool, False)
     ds = load_image_dataset(spec.data, spec.data_dir)
     n_tasks = spec.tasks
     _check_tasks(n_tasks)
+    _check_size(spec, ds, n_tasks)
     gen = _generator(spec.seed)
     x_train, x_test = _flat_source(ds)
     x_test_t = x_test.T.contiguous()  # feature-major: fast permuted evaluation (TaskData docs)
@@ -138,10 +159,11 @@ def rotated(spec: StreamSpec) -> Stream:
     ds = load_image_dataset(spec.data, spec.data_dir)
     n_tasks = spec.tasks
     _check_tasks(n_tasks)
-    angles = spec.options.get("angles")
+    _check_size(spec, ds, n_tasks, copies=True)
+    angles = spec.option("angles", float)
     if angles is None:
         angles = [180.0 * t / n_tasks for t in range(n_tasks)]
-    angles = [float(a) for a in (angles if isinstance(angles, list | tuple) else [angles])]
+    angles = angles if isinstance(angles, list) else [angles]
     if len(angles) != n_tasks:
         raise ConfigError(
             f"rotated: {len(angles)} angles given for {n_tasks} tasks; give one per task"
@@ -201,7 +223,7 @@ def split(spec: StreamSpec) -> Stream:
     ds = load_image_dataset(spec.data, spec.data_dir)
     n_tasks = spec.tasks
     _check_tasks(n_tasks)
-    k = int(spec.options.get("classes_per_task", max(ds.n_classes // n_tasks, 1)))
+    k = spec.option("classes_per_task", int, max(ds.n_classes // n_tasks, 1))
     if k < 1:
         raise ConfigError(f"split: classes_per_task must be at least 1, got {k}")
     if k * n_tasks > ds.n_classes:
@@ -210,12 +232,12 @@ def split(spec: StreamSpec) -> Stream:
             f"{spec.data} has {ds.n_classes}; use at most {ds.n_classes // k} tasks"
         )
     gen = _generator(spec.seed)
-    order = spec.options.get("class_order")
+    order = spec.option("class_order", int)
     if order is None:
         order = list(range(ds.n_classes))
-        if spec.options.get("shuffle_classes", False):
+        if spec.option("shuffle_classes", bool, False):
             order = torch.randperm(ds.n_classes, generator=gen).tolist()
-    order = [int(c) for c in order]
+    order = order if isinstance(order, list) else [order]
     if sorted(set(order)) != sorted(order) or not set(order) <= set(range(ds.n_classes)):
         raise ConfigError(
             f"split: class_order must list distinct classes from 0..{ds.n_classes - 1}"
@@ -278,15 +300,12 @@ def noisy(spec: StreamSpec) -> Stream:
             level does not (benchmarks/RESULTS.md, "The lecture's first example").
     """
     ds = load_image_dataset(spec.data, spec.data_dir)
-    noise, occlusion = spec.options.get("noise"), spec.options.get("occlusion")
-    noise = None if noise is None else (list(noise) if isinstance(noise, list | tuple) else [noise])
-    sizes = (
-        None
-        if occlusion is None
-        else (list(occlusion) if isinstance(occlusion, list | tuple) else [occlusion])
-    )
+    noise, sizes = spec.option("noise", float), spec.option("occlusion", int)
+    noise = noise if noise is None or isinstance(noise, list) else [noise]
+    sizes = sizes if sizes is None or isinstance(sizes, list) else [sizes]
     if noise is None and sizes is None:
         _check_tasks(spec.tasks)
+        _check_size(spec, ds, spec.tasks, copies=True)
         last = max(spec.tasks - 1, 1)
         noise = [0.8 * (1 - t / last) if spec.tasks > 1 else 0.0 for t in range(spec.tasks)]
     noise = [0.0] * len(sizes) if noise is None else [float(s) for s in noise]
