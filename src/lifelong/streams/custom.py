@@ -85,7 +85,8 @@ def class_labels(y: Tensor, what: str) -> Tensor:
 
 def _label(y: Any, where: str) -> int:
     """One label read from a Dataset item: an integer class, else one clear line."""
-    value = y.item() if isinstance(y, Tensor | np.ndarray) and np.size(y) == 1 else y
+    size = y.numel() if isinstance(y, Tensor) else getattr(y, "size", None)
+    value = y.item() if isinstance(y, Tensor | np.ndarray | np.generic) and size == 1 else y
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ConfigError(
             f"{where} has label {y!r}; labels must be integer classes (map names to 0..K-1)"
