@@ -48,7 +48,11 @@ class StreamSpec:
         return self._one(name, kind, value)
 
     def _one(self, name: str, kind: type, value: Any) -> Any:
-        spelled = {bool: "true or false", int: "a whole number (integer)", float: "a finite number"}
+        spelled = {
+            bool: "true or false",
+            int: "a whole number (integers only)",
+            float: "a finite number",
+        }
         spelled = spelled[kind]
         if isinstance(value, str) and kind is bool and value.lower() in ("true", "false"):
             return value.lower() == "true"
