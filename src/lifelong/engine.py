@@ -199,8 +199,8 @@ def run_units(
     Units already done are ``skipped`` without starting anything. Ctrl-C or SIGTERM stops the
     running units (their finished tasks are saved) and raises :class:`RunInterrupted`.
     ``quiet=False`` prints one line per unit as it ends (and, in-process, the per-step progress
-    display); ``reports=False`` skips each complete
-    unit's own report.html (about 3 s of plotting per unit on a loaded 2-core machine).
+    display); ``reports=False`` skips each complete unit's own report.html (about 3 s of
+    plotting per unit on a loaded 2-core machine).
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
