@@ -17,7 +17,7 @@ from lifelong.errors import ConfigError, LifelongError
 RUN_FLAGS = (
     "data", "data_dir", "stream", "scenario", "tasks", "train_samples", "test_samples", "model",
     "hidden", "epochs", "batch_size", "optimizer", "scheduler", "lr", "momentum", "weight_decay", "seed",
-    "seeds", "validation", "tune_tasks", "device", "eval_every", "eval_batch_size", "log",
+    "seeds", "validation", "tune_tasks", "memory", "device", "eval_every", "eval_batch_size", "log",
     "strategies",
 )  # fmt: skip
 
@@ -97,6 +97,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         default=S,
         metavar="SEED",
         help="a study: every strategy on every seed, mean ± std (each seed as --seed would)",
+    )
+    g.add_argument(
+        "--memory",
+        type=int,
+        default=S,
+        metavar="N",
+        help="examples kept over the whole stream by every strategy that stores examples "
+        "(replay, gem, agem, icarl), each split as its paper does, unless its spec sets its own",
     )
     g.add_argument("--device", default=S, help="cpu (default), cuda, cuda:N or auto")
     g.add_argument(

@@ -235,6 +235,7 @@ class RunConfig:
     seeds: tuple[int, ...] | None = None  # a study: every strategy on every seed
     validation: float = 0.0  # fraction of each task's training data held out for validation
     tune_tasks: int = 0  # choose candidates on the first K tasks, report on the rest
+    memory: int | None = None  # examples kept over the stream by every strategy that stores them
     task_range: tuple[int, int] | None = None  # only tasks start..stop-1 (units of --tune-tasks)
     device: str = "cpu"
     eval_every: int = 0
@@ -285,6 +286,10 @@ class RunConfig:
                 raise ConfigError(f"{what} must be at least 1, got {n}")
         if not 0 <= self.seed <= MAX_INT:
             raise ConfigError(f"--seed must be between 0 and 2**63-1, got {self.seed}")
+        if self.memory is not None and (isinstance(self.memory, bool) or self.memory < 1):
+            raise ConfigError(
+                f"--memory must be a whole number of examples >= 1, got {self.memory}"
+            )
         from lifelong.callbacks import LOGGERS
 
         for name in self.log:
@@ -329,8 +334,14 @@ class RunConfig:
         )
 
     def train_config(self, spec: StrategySpec | None = None) -> TrainConfig:
-        """Training settings for one strategy: the run's, with the strategy's overrides."""
+        """Training settings for one strategy: the run's, replaced by the settings the method's
+        paper prescribes (``Strategy.train_defaults``), with the strategy spec's overrides."""
         base = {k: getattr(self, k) for k in TRAIN_KEYS if hasattr(self, k)}
+        if spec is not None:
+            from lifelong.strategies import STRATEGIES
+
+            if spec.name in STRATEGIES:
+                base.update(STRATEGIES[spec.name].train_defaults)
         overrides = dict(spec.train_overrides) if spec else {}
         where = f"strategy {spec.label!r}: " if spec and overrides else ""
         dotted = {k: overrides.pop(k) for k in list(overrides) if "." in k}
@@ -415,7 +426,7 @@ class RunConfig:
                 )
             d["log"] = tuple(log)
         for key in ("tasks", "train_samples", "test_samples", "epochs", "batch_size", "seed",
-                    "eval_every", "eval_batch_size", "tune_tasks"):  # fmt: skip
+                    "eval_every", "eval_batch_size", "tune_tasks", "memory"):  # fmt: skip
             value = d.get(key)
             if value is not None:
                 try:

@@ -209,7 +209,7 @@ def _run_locked(
 
         from lifelong.strategies import create_strategy
 
-        strategy = create_strategy(spec.name, spec.params)
+        strategy = create_strategy(spec.name, spec.params, memory=config.memory, tasks=len(stream))
         try:
             result = learn_stream(
                 stream,

@@ -170,6 +170,9 @@ class StrategyResult:
     peak_rss_mb: float | None = None
     peak_device_mb: float | None = None
     parameters: list[int] = field(default_factory=list)
+    stored_examples: list[int] = field(default_factory=list)  # real examples kept, per task
+    footprint: list[dict[str, int]] = field(default_factory=list)  # bytes kept by kind, per task
+    model_bytes: int | None = None  # the model as built, before the strategy changed it
     curves: dict[str, list] = field(
         default_factory=lambda: {"step": [], "task": [], "accuracy": []}
     )
@@ -178,6 +181,19 @@ class StrategyResult:
     @property
     def tasks_done(self) -> int:
         return max(len(self.accuracy_matrix) - 1, 0)
+
+    @property
+    def examples(self) -> int | None:
+        """Real training examples kept after the last task learned."""
+        return self.stored_examples[-1] if self.stored_examples else None
+
+    @property
+    def extra_bytes(self) -> int | None:
+        """Bytes kept after the last task learned beyond the model as built: copies of models,
+        anchors, importances, buffers, generators, columns or parts the model grew."""
+        if not self.footprint or self.model_bytes is None:
+            return None
+        return sum(self.footprint[-1].values()) - self.model_bytes
 
     def metrics(self) -> dict[str, float | None]:
         if not self.accuracy_matrix:
@@ -201,6 +217,11 @@ class StrategyResult:
                 "peak_rss_mb": self.peak_rss_mb,
                 "peak_device_mb": self.peak_device_mb,
                 "parameters": self.parameters,
+                "examples": self.examples,
+                "extra_bytes": self.extra_bytes,
+                "stored_examples": self.stored_examples,
+                "footprint": self.footprint,
+                "model_bytes": self.model_bytes,
                 "curves": self.curves,
                 "extra": self.extra,
             }
@@ -272,7 +293,8 @@ class RunResults:
         """One row per strategy label: status, metrics, time and memory."""
         columns = [
             "label", "strategy", "status", "tasks_done", "acc", "bwt", "fwt", "forgetting",
-            "learning_accuracy", "train_seconds", "eval_seconds", "peak_rss_mb",
+            "learning_accuracy", "train_seconds", "eval_seconds", "peak_rss_mb", "examples",
+            "extra_bytes",
         ]  # fmt: skip
         out = io.StringIO()
         writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")

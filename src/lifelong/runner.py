@@ -24,7 +24,7 @@ from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.models import build_model, count_parameters, default_model
 from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
 from lifelong.results import StrategyResult, atomic_write_bytes
-from lifelong.strategies.base import Strategy, create_strategy
+from lifelong.strategies.base import Strategy, create_strategy, tensor_bytes
 from lifelong.streams.base import Stream, Task
 from lifelong.train import TrainConfig, Trainer
 
@@ -173,9 +173,9 @@ def learn_stream(
     A :class:`~lifelong.errors.TrainingDivergedError` is re-raised after the finished tasks'
     results are stored in the result passed to ``on_task`` (status ``failed``).
     """
-    train = train or TrainConfig()
     dev = resolve_device(device)
     strategy = create_strategy(strategy) if isinstance(strategy, str) else strategy
+    train = train or TrainConfig(**strategy.train_defaults)
     label = label or strategy.name
     if stream.scenario not in strategy.scenarios:
         raise ConfigError(
@@ -195,10 +195,12 @@ def learn_stream(
         for module in net.modules():
             if callable(getattr(module, "reset_parameters", None)):
                 module.reset_parameters()
+    model_bytes = tensor_bytes(net)
     strategy.seed(seed)
     with strategy.own_rng():
         net = strategy.prepare(net.to(dev), stream)
     result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
+    result.model_bytes = model_bytes
     reset_peak_memory(dev)
     built = {type(m) for m in net.modules()}  # the user's own model classes may be resumed
     state = (
@@ -251,6 +253,7 @@ def learn_stream(
         done = StrategyResult.from_dict(state.result)
         result.accuracy_matrix, result.parameters = done.accuracy_matrix, done.parameters
         result.validation_matrix = done.validation_matrix
+        result.stored_examples, result.footprint = done.stored_examples, done.footprint
         result.curves, result.extra = done.curves, done.extra
         trainer.step = state.trainer["step"]
         trainer.train_seconds, trainer.eval_seconds = (
@@ -296,6 +299,8 @@ def learn_stream(
         for cb in callbacks:
             cb.task_end(info, task.id, result.accuracy_matrix[-1])
         result.parameters.append(count_parameters(net))
+        result.stored_examples.append(strategy.stored_examples())
+        result.footprint.append(trainer.footprint)
         record()
         if task.id == len(stream) - 1:
             result.status = "complete"

@@ -39,6 +39,9 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over each task's training data (GEM setting: 1).
+        iterations: optimizer steps per task instead (0: ``epochs`` passes); the loop passes
+            over the task's data, reshuffled each time, until that many steps (the protocol of
+            van de Ven & Tolias 2019: 2000 iterations per task on split MNIST).
         batch_size: samples per optimizer step (GEM setting: 10).
         optimizer: any optimizer of ``torch.optim`` as ``NAME[:key=value,...]`` (``sgd``,
             ``adamw:weight_decay=0.01``, ``sgd:momentum=0.9,nesterov=true``; see
@@ -57,6 +60,7 @@ class TrainConfig:
     """
 
     epochs: int = 1
+    iterations: int = 0
     batch_size: int = 10
     optimizer: str | OptimizerFactory = "sgd"
     scheduler: str | SchedulerFactory = "none"
@@ -71,6 +75,7 @@ class TrainConfig:
         optimizers.check_optimizer(self.optimizer)
         optimizers.check_scheduler(self.scheduler)
         checks = [
+            (self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
@@ -118,6 +123,9 @@ class Trainer:
         step: optimizer steps taken so far over the whole stream.
         train_seconds, eval_seconds: wall time spent training (hooks included) and evaluating.
         curves: accuracies recorded every ``config.eval_every`` steps.
+        footprint: bytes the strategy keeps by kind (:meth:`Strategy.footprint`) for the last
+            task learned: the larger of the values at the end of training (frozen copies held
+            while the task trains included) and after ``after_task`` (consolidated state).
         generator: the CPU generator of the batch order. :meth:`learn` reseeds it at the start
             of every task from ``seed`` and the task alone, so a task's batches do not depend on
             what earlier tasks trained (a strategy that retrains after pruning, or trains more
@@ -147,6 +155,7 @@ class Trainer:
         self.scheduler: LRScheduler | None = None
         self._interval = "step"
         self._params: list[nn.Parameter] = []
+        self.footprint: dict[str, int] = {}
         self.seed = seed
         self.generator = torch.Generator().manual_seed(derived_seed(seed, "batches"))
 
@@ -209,8 +218,13 @@ class Trainer:
         params = self.strategy.parameters_to_train(self.model)
         if not params:
             return
-        epochs = epochs or self.config.epochs
-        steps = epochs * math.ceil(len(data) / self.config.batch_size)
+        per_epoch = math.ceil(len(data) / self.config.batch_size)
+        if epochs is None and self.config.iterations:
+            steps = self.config.iterations  # passes over the data until that many steps
+            epochs = math.ceil(steps / per_epoch)
+        else:
+            epochs = epochs or self.config.epochs
+            steps = epochs * per_epoch
         optimizer = self._optimizer_for(params, steps)
         if self.on_fit is not None:
             self.on_fit(task, steps)
@@ -219,6 +233,9 @@ class Trainer:
         model.train()
         for _ in range(epochs):
             for batch in data.batches(self.config.batch_size, generator=self.generator):
+                if steps == 0:
+                    break
+                steps -= 1
                 optimizer.zero_grad(set_to_none=True)
                 loss = strategy.loss(model, batch, task)
                 value = loss.item()
@@ -259,8 +276,11 @@ class Trainer:
         with self.strategy.own_rng():
             self.strategy.before_task(task, self.model)
         self.fit(task)
+        during = self.strategy.footprint(self.model)
         with self.strategy.own_rng():
             self.strategy.after_task(
                 task, self.model, lambda data=None, epochs=None: self.fit(task, data, epochs)
             )
+        after = self.strategy.footprint(self.model)
+        self.footprint = {k: max(during.get(k, 0), after.get(k, 0)) for k in {**during, **after}}
         self.train_seconds += time.perf_counter() - start - (self.eval_seconds - eval_before)

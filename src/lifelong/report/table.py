@@ -33,6 +33,19 @@ def _megabytes(value: Any) -> str:
     return f"{float(value):.1f}"
 
 
+def _count(value: Any) -> str:
+    return f"{int(value)}"
+
+
+def format_bytes(value: Any) -> str:
+    """``0``, ``512 B``, ``37.6 kB``, ``1.2 MB``, ``3.4 GB`` (decimal units)."""
+    number = float(value)
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(number) >= size:
+            return f"{number / size:.1f} {unit}"
+    return "0" if number == 0 else f"{number:.0f} B"
+
+
 @dataclass(frozen=True)
 class Column:
     """One numeric column of the summary: results.json key, header, formatter and description."""
@@ -52,6 +65,14 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     Column("train_seconds", "train s", _seconds, "wall-clock training time"),
     Column("eval_seconds", "eval s", _seconds, "wall-clock evaluation time"),
     Column("peak_rss_mb", "peak MB", _megabytes, "peak resident memory of the process"),
+    Column("examples", "examples", _count, "real training examples kept after the last task"),
+    Column(
+        "extra_bytes",
+        "extra",
+        format_bytes,
+        "memory kept beyond the model as built (model copies, anchors, importances, buffers, "
+        "generators, added columns)",
+    ),
 )
 
 

@@ -215,8 +215,28 @@ class Strategy:
     family: ClassVar[str] = "baseline"
     scenarios: ClassVar[tuple[str, ...]] = ("task", "domain", "class")
 
+    memory_setting: ClassVar[str | None] = None
+    """The hyperparameter that sets how many real training examples the strategy keeps (``None``:
+    it keeps none). The run's ``--memory N`` sets it through :meth:`budget` unless the strategy
+    spec sets it."""
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    """Training settings the method's paper prescribes; they replace the run's own settings
+    (``--lr``, ``--batch-size``, ...), and a strategy spec overrides them."""
+
     stream: Stream
     _generator: torch.Generator | None = None
+
+    # ---- memory budget -------------------------------------------------------------------------
+    @classmethod
+    def budget(cls, memory: int, tasks: int) -> int:
+        """The value of :attr:`memory_setting` that keeps at most ``memory`` examples over a
+        stream of ``tasks`` tasks, split as the method's paper splits it (default: one memory of
+        ``memory`` examples over the whole stream)."""
+        return memory
+
+    def stored_examples(self) -> int:
+        """Real training examples the strategy keeps now (0: none)."""
+        return 0
 
     # ---- randomness ----------------------------------------------------------------------------
     def seed(self, seed: int) -> None:
@@ -288,6 +308,22 @@ class Strategy:
         """Strategy-specific facts for results.json ``extra`` (memory sizes, parameters used)."""
         return {}
 
+    def footprint(self, model: nn.Module) -> dict[str, int]:
+        """Bytes kept, by kind: ``model`` (the parameters and buffers of the model trained, all
+        its columns or parts included) and one entry per attribute of the strategy that holds
+        tensors (copies of models, anchors, importances, buffers, generators, optimizer state),
+        named after the attribute. Each storage counts once, in the first kind that holds it;
+        the stream's own data never count. Override for state this walk cannot see."""
+        seen = {_storage_key(t) for t in _stream_tensors(self)}
+        out = {"model": _nbytes(model, seen, set())}
+        for name, value in vars(self).items():
+            if name in ("stream", "_generator"):
+                continue
+            n = _nbytes(value, seen, set())
+            if n:
+                out[name.lstrip("_")] = n
+        return out
+
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (default: every instance attribute but the stream).
@@ -324,6 +360,53 @@ class Strategy:
                 value if isinstance(value, int | float | str | bool | None) else str(value)
             )
         return out
+
+
+def _storage_key(t: Tensor) -> tuple[str, int]:
+    return (str(t.device), t.untyped_storage().data_ptr())
+
+
+def _stream_tensors(strategy: Strategy) -> Iterator[Tensor]:
+    stream = getattr(strategy, "stream", None)
+    for task in getattr(stream, "tasks", ()):
+        for split in (task.train, task.test, getattr(task, "valid", None)):
+            for value in vars(split).values() if split is not None else ():
+                if isinstance(value, Tensor):
+                    yield value
+
+
+def _nbytes(value: Any, seen: set[tuple[str, int]], visited: set[int]) -> int:
+    """Bytes of the tensor storages reachable from ``value`` not in ``seen`` (which it extends):
+    tensors, modules, optimizers, containers and the library's own objects."""
+    if isinstance(value, Tensor):
+        if value.is_meta or value.numel() == 0:
+            return 0
+        key = _storage_key(value)
+        if key in seen:
+            return 0
+        seen.add(key)
+        return value.untyped_storage().nbytes()
+    if id(value) in visited or isinstance(value, str | bytes | int | float | bool | type(None)):
+        return 0
+    visited.add(id(value))
+    if isinstance(value, nn.Module):
+        items: Any = value.state_dict(keep_vars=True).values()
+    elif isinstance(value, torch.optim.Optimizer):
+        items = value.state.values()
+    elif isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = value
+    elif type(value).__module__.startswith("lifelong") and hasattr(value, "__dict__"):
+        items = vars(value).values()
+    else:
+        return 0
+    return sum(_nbytes(v, seen, visited) for v in items)
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the distinct tensor storages reachable from ``value`` (a model, a dict, ...)."""
+    return _nbytes(value, set(), set())
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -373,14 +456,34 @@ def _coerce(value: str, annotation: Any, default: Any, where: str) -> Any:
     return value
 
 
-def create_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
-    """Instantiate a registered strategy; string values are converted to the declared types."""
+def create_strategy(
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    memory: int | None = None,
+    tasks: int | None = None,
+) -> Strategy:
+    """Instantiate a registered strategy; string values are converted to the declared types.
+
+    ``memory`` (with the stream's number of ``tasks``): the run's budget of stored examples,
+    applied to a strategy that stores examples unless ``params`` sets its own."""
     if name not in STRATEGIES:
         raise UnknownNameError("strategy", name, list(STRATEGIES))
     cls = STRATEGIES[name]
     declared = cls.hyperparameters()
+    params = dict(params or {})
+    setting = cls.memory_setting
+    own = any(k.replace("-", "_") == setting for k in params)
+    if memory is not None and setting is not None and not own:
+        value = cls.budget(memory, tasks or 1)
+        if value < 1:
+            raise ConfigError(
+                f"--memory {memory} leaves {name} less than one example per task over "
+                f"{tasks} tasks; give --memory {tasks} or more, or set {name}:{setting}"
+            )
+        params[setting] = value
     kwargs = {}
-    for key, value in (params or {}).items():
+    for key, value in params.items():
         cli_key = key.replace("-", "_")
         if cli_key not in declared:
             known = ", ".join(sorted(declared)) or "none"

@@ -47,6 +47,10 @@ class Joint(Strategy):
     def training_data(self, task: Task, seen: list[Task]) -> TrainSet | None:
         return TrainSet.of(self.stream.tasks, self.stream) if task.id == 0 else None
 
+    def stored_examples(self) -> int:
+        """Every training sample of the stream (not budgeted: the upper bound)."""
+        return sum(len(t.train) for t in self.stream.tasks)
+
 
 @register
 class Cumulative(Strategy):
@@ -59,7 +63,12 @@ class Cumulative(Strategy):
         pass
 
     def training_data(self, task: Task, seen: list[Task]) -> TrainSet | None:
+        self.seen_tasks = len(seen)
         return TrainSet.of(seen, self.stream)
+
+    def stored_examples(self) -> int:
+        """Every training sample seen so far (not budgeted: the rehearsal upper bound)."""
+        return sum(len(t.train) for t in self.stream.tasks[: getattr(self, "seen_tasks", 0)])
 
 
 @register

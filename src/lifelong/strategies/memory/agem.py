@@ -52,6 +52,16 @@ class AGEM(Strategy):
     name = "agem"
     description = "averaged GEM: project the gradient against a sampled memory gradient"
     family = "memory"
+    memory_setting = "memory_per_task"
+
+    @classmethod
+    def budget(cls, memory: int, tasks: int) -> int:
+        """``M / T`` per task: as GEM (Lopez-Paz & Ranzato 2017, Sec. 3), whose episodic memory
+        per task A-GEM keeps (Chaudhry et al. 2019, Sec. 4)."""
+        return memory // tasks
+
+    def stored_examples(self) -> int:
+        return len(self.memory)
 
     def __init__(self, memory_per_task: int = 256, sample_size: int = 256) -> None:
         if memory_per_task < 1:

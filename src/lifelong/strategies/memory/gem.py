@@ -254,6 +254,16 @@ class GEM(Strategy):
     name = "gem"
     description = "gradient episodic memory: project the gradient so no past memory loss rises"
     family = "memory"
+    memory_setting = "memory_per_task"
+
+    @classmethod
+    def budget(cls, memory: int, tasks: int) -> int:
+        """``M / T`` per task: "when the total number of tasks T is known, we can allocate
+        m = M/T memories for each task" (Lopez-Paz & Ranzato 2017, Sec. 3)."""
+        return memory // tasks
+
+    def stored_examples(self) -> int:
+        return len(self.memory)
 
     def __init__(
         self,

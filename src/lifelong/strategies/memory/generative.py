@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +129,17 @@ class GenerativeReplay(Strategy):
     name = "generative-replay"
     description = "deep generative replay: a VAE replays past inputs, the old solver labels them"
     family = "memory"
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "adam",
+        "lr": 0.001,
+        "batch_size": 128,
+        "iterations": 2000,
+    }
+    """The solver trains as the generator does, with its own iteration budget per task: 2000
+    iterations of Adam (lr 0.001, betas 0.9/0.999) on mini-batches of 128 per task, the
+    protocol of van de Ven & Tolias 2019 ("Three scenarios for continual learning", Sec. 3 and
+    their code, split MNIST) for solver and generator alike. The run's --lr, --batch-size and
+    --epochs do not apply; ``generative-replay:iterations=500,lr=0.01`` changes them."""
 
     def __init__(
         self,

@@ -76,7 +76,10 @@ class ICaRL(Strategy):
     """iCaRL (Rebuffi et al. 2017), class-incremental only.
 
     Args:
-        memory_size: ``K``, the total number of exemplars (paper: 2000 on iCIFAR-100).
+        memory_size: ``K``, the total number of exemplars, ``K / t`` per class once ``t``
+            classes are known (paper Alg. 2; 2000 on iCIFAR-100). Default 500, replay's buffer,
+            so that both keep the same number of examples; ``--memory N`` sets it for both (the
+            paper's 2000 would hold the whole digits training set).
 
     The feature map ``phi`` is the input of the model's last ``nn.Linear`` (the penultimate
     layer), L2-normalised as in the paper. The loss sums the binary cross-entropy over the
@@ -91,8 +94,9 @@ class ICaRL(Strategy):
     description = "iCaRL: herding exemplars, sigmoid distillation, nearest-mean-of-exemplars"
     family = "memory"
     scenarios = ("class",)
+    memory_setting = "memory_size"
 
-    def __init__(self, memory_size: int = 2000) -> None:
+    def __init__(self, memory_size: int = 500) -> None:
         if memory_size < 1:
             raise ConfigError(f"icarl: memory_size must be at least 1, got {memory_size}")
         self.memory_size = memory_size
@@ -207,8 +211,11 @@ class ICaRL(Strategy):
         state["_means"], state["_means_step"] = None, -1  # a cache, recomputed on demand
         return state
 
+    def stored_examples(self) -> int:
+        return sum(len(v) for v in self.exemplars.values())
+
     def info(self) -> dict[str, Any]:
-        stored = sum(len(v) for v in self.exemplars.values())
+        stored = self.stored_examples()
         nbytes = sum(v.element_size() * v.numel() for v in self.exemplars.values())
         return {
             "memory": {

@@ -38,12 +38,18 @@ class Replay(Strategy):
         replay_batch_size: samples drawn from the buffer per step (0: the current batch's size,
             as in Chaudhry et al. 2019).
 
-    In the task scenario each replayed sample's loss uses its own task's columns.
+    In the task scenario each replayed sample's loss uses its own task's columns. Budget
+    (``--memory N``): one buffer of N samples shared by all tasks and classes (Chaudhry et al.
+    2019); ``class-balanced`` gives every class seen an equal share of it.
     """
 
     name = "replay"
     description = "experience replay from a bounded buffer (reservoir or class-balanced)"
     family = "memory"
+    memory_setting = "memory_size"
+
+    def stored_examples(self) -> int:
+        return len(self.buffer)
 
     def __init__(
         self, memory_size: int = 500, selection: str = "reservoir", replay_batch_size: int = 0
