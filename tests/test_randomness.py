@@ -97,7 +97,9 @@ def test_strategies_of_one_run_see_the_same_training_batches(tmp_path, monkeypat
         "scp:samples=40",
         "replay:memory_size=30",
         "agem:memory_per_task=20,sample_size=10",
-        "generative-replay:hidden=16,latent=4,generator_iterations=3,generator_batch_size=8",
+        # the run's batches, not the solver budget of van de Ven & Tolias (train_defaults)
+        "generative-replay:hidden=16,latent=4,generator_iterations=3,generator_batch_size=8,"
+        "iterations=0,batch_size=16",
         "packnet",
         "pnn",
     ]
