@@ -173,6 +173,7 @@ class StrategyResult:
     stored_examples: list[int] = field(default_factory=list)  # real examples kept, per task
     footprint: list[dict[str, int]] = field(default_factory=list)  # bytes kept by kind, per task
     model_bytes: int | None = None  # the model as built, before the strategy changed it
+    not_applicable: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
     curves: dict[str, list] = field(
         default_factory=lambda: {"step": [], "task": [], "accuracy": []}
     )
@@ -196,9 +197,12 @@ class StrategyResult:
         return sum(self.footprint[-1].values()) - self.model_bytes
 
     def metrics(self) -> dict[str, float | None]:
+        """ACC, BWT, FWT, forgetting, learning accuracy; ``None`` where undefined or where the
+        strategy makes it true by construction (:attr:`not_applicable`, with the reason)."""
         if not self.accuracy_matrix:
             return dict.fromkeys(("acc", "bwt", "fwt", "forgetting", "learning_accuracy"))
-        return metrics.summarize(self.accuracy_matrix)
+        values = metrics.summarize(self.accuracy_matrix)
+        return {k: None if k in self.not_applicable else v for k, v in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(
@@ -217,6 +221,7 @@ class StrategyResult:
                 "peak_rss_mb": self.peak_rss_mb,
                 "peak_device_mb": self.peak_device_mb,
                 "parameters": self.parameters,
+                "not_applicable": self.not_applicable,
                 "examples": self.examples,
                 "extra_bytes": self.extra_bytes,
                 "stored_examples": self.stored_examples,
@@ -294,13 +299,15 @@ class RunResults:
         columns = [
             "label", "strategy", "status", "tasks_done", "acc", "bwt", "fwt", "forgetting",
             "learning_accuracy", "train_seconds", "eval_seconds", "peak_rss_mb", "examples",
-            "extra_bytes",
+            "extra_bytes", "not_applicable",
         ]  # fmt: skip
         out = io.StringIO()
         writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for label, r in self.strategies.items():
-            writer.writerow({"label": label, **r.to_dict()})
+            row = {"label": label, **r.to_dict()}
+            row["not_applicable"] = "; ".join(f"{k}: {v}" for k, v in r.not_applicable.items())
+            writer.writerow(row)
         return out.getvalue()
 
 

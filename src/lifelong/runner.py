@@ -201,6 +201,7 @@ def learn_stream(
         net = strategy.prepare(net.to(dev), stream)
     result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
     result.model_bytes = model_bytes
+    result.not_applicable = strategy.not_applicable(stream.scenario)
     reset_peak_memory(dev)
     built = {type(m) for m in net.modules()}  # the user's own model classes may be resumed
     state = (

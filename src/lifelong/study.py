@@ -266,6 +266,7 @@ def _aggregate(per_seed: dict[str, StrategyResult | None], spec: StrategySpec) -
         "parameters": first.parameters if first else [],
         "curves": {"step": [], "task": [], "accuracy": []},
         "extra": first.extra if first else {},
+        "not_applicable": first.not_applicable if first else {},
         "mean": mean,
         "std": std,
         "n": len(done),
@@ -482,7 +483,11 @@ def format_study_table(results: dict[str, Any]) -> str:
     headers = ("strategy", "chosen", *(h for _, h, _ in TABLE), "val ACC %", "n", "status")
     body = []
     for label, e in results["strategies"].items():
-        cells = [mean_std(e["mean"].get(k), e["std"].get(k), signed) for k, _, signed in TABLE]
+        na = e.get("not_applicable") or {}
+        cells = [
+            "n/a" if k in na else mean_std(e["mean"].get(k), e["std"].get(k), signed)
+            for k, _, signed in TABLE
+        ]
         val = e.get("validation_score")
         chosen_cand = next((c for c in e.get("candidates", []) if c.get("chosen")), None)
         val_text = mean_std(val, chosen_cand.get("validation_std")) if val is not None else "—"
@@ -498,6 +503,9 @@ def format_study_table(results: dict[str, Any]) -> str:
     lines = [render(headers), "  ".join("-" * w for w in widths), *map(render, body)]
     seeds = results.get("seeds") or []
     lines.append(f"mean ± sample std over seeds {', '.join(map(str, seeds))}")
+    from lifelong.report.table import not_applicable_notes
+
+    lines += not_applicable_notes(results)
     selection = results.get("selection") or {}
     choices = [
         (lb, e) for lb, e in results["strategies"].items() if len(e.get("candidates", [])) > 1

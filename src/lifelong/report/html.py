@@ -18,6 +18,7 @@ from lifelong.report.study import study_section
 from lifelong.report.table import (
     METRIC_COLUMNS,
     UNDEFINED,
+    not_applicable_notes,
     number_of_tasks,
     summary_rows,
     tasks_finished,
@@ -181,15 +182,17 @@ def _summary_table(results: Mapping[str, Any]) -> str:
         for column in METRIC_COLUMNS
     )
     lines = []
-    for index, row in enumerate(summary_rows(results)):
+    order = {str(label): i for i, label in enumerate(results.get("strategies") or {})}
+    for row in summary_rows(results):  # unfinished strategies last, never ranked
         cells = "".join(f'<td class="num">{_e(cell)}</td>' for cell in row.cells)
         lines.append(
             f'<tr class="{_status_class(row.raw_status)}">'
-            f'<td><a href="#strategy-{index:02d}">{_e(row.label)}</a></td>{cells}'
-            f"<td>{_badge(row.raw_status)} {_e(row.status.partition(' ')[2])}</td></tr>"
+            f'<td><a href="#strategy-{order.get(row.label, 0):02d}">{_e(row.label)}</a></td>'
+            f"{cells}<td>{_badge(row.raw_status)} {_e(row.status.partition(' ')[2])}</td></tr>"
         )
     body = "".join(lines) or f'<tr><td colspan="{len(METRIC_COLUMNS) + 2}">no strategies</td></tr>'
-    return f"<table><tr><th>strategy</th>{headers}<th>status</th></tr>{body}</table>"
+    notes = "".join(f"<p>{_e(note)}</p>" for note in not_applicable_notes(results))
+    return f"<table><tr><th>strategy</th>{headers}<th>status</th></tr>{body}</table>{notes}"
 
 
 def _stream_section(results: Mapping[str, Any]) -> str:

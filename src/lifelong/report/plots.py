@@ -333,10 +333,13 @@ COMPARISON_METRICS: tuple[tuple[str, str], ...] = (
 def comparison_figure(results: Mapping[str, Any]) -> Figure | None:
     """Grouped bars of ACC, BWT, FWT and forgetting in percent, one bar per strategy in each group.
 
-    Undefined metrics (null) leave a gap marked "n/a"; partial and failed strategies are hatched.
-    ``None`` when the run has no strategies.
+    Undefined metrics (null) leave a gap marked "n/a". Only strategies that learned the whole
+    stream are compared: partial and failed ones are left out (their metrics cover fewer tasks)
+    and named under the axis. ``None`` when no strategy finished.
     """
-    strategies = list((results.get("strategies") or {}).items())
+    every = list((results.get("strategies") or {}).items())
+    strategies = [(label, e) for label, e in every if e.get("status") == "complete"]
+    left_out = [label for label, e in every if e.get("status") != "complete"]
     if not strategies:
         return None
     width = 0.8 / len(strategies)
@@ -364,7 +367,9 @@ def comparison_figure(results: Mapping[str, Any]) -> Figure | None:
     axes.set_xticks(groups, [name for _, name in COMPARISON_METRICS])
     axes.set_ylabel("percent (BWT, FWT: points)")
     axes.grid(axis="y", alpha=0.3)
-    axes.set_title("strategies compared", fontsize=10)
+    axes.set_title("strategies compared (finished runs only)", fontsize=10)
+    if left_out:
+        axes.set_xlabel(_plain("not finished, left out: " + ", ".join(left_out)), fontsize=7)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return figure
 

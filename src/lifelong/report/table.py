@@ -16,6 +16,10 @@ from typing import Any
 UNDEFINED = "—"
 """What the table shows for a value that is null or missing in results.json."""
 
+NOT_APPLICABLE = "n/a"
+"""What the table shows for a metric undefined or true by construction for a strategy (the
+reason is in results.json ``not_applicable`` and in a note under the table)."""
+
 
 def _percent(value: Any) -> str:
     return f"{100.0 * float(value):.2f}"
@@ -108,11 +112,26 @@ def number_of_tasks(results: Mapping[str, Any]) -> int:
 
 
 def status_text(entry: Mapping[str, Any], num_tasks: int) -> str:
-    """``complete``, or ``partial 2/5`` / ``failed 0/5`` with the number of finished tasks."""
+    """``complete``, or ``failed: ACC over 1/5 tasks`` (partial, failed): the metrics of an
+    unfinished strategy cover only the tasks it learned."""
     status = printable(entry.get("status") or "unknown")
     if status == "complete":
         return status
-    return f"{status} {tasks_finished(entry)}/{num_tasks}"
+    return f"{status}: ACC over {tasks_finished(entry)}/{num_tasks} tasks"
+
+
+def finished(entry: Mapping[str, Any]) -> bool:
+    """Whether a strategy learned the whole stream (only those are ranked and compared)."""
+    return entry.get("status") == "complete"
+
+
+def not_applicable_notes(results: Mapping[str, Any]) -> list[str]:
+    """One line per reason a metric is n/a, naming the strategies and metrics it applies to."""
+    by_reason: dict[str, list[str]] = {}
+    for label, entry in (results.get("strategies") or {}).items():
+        for key, reason in (entry.get("not_applicable") or {}).items():
+            by_reason.setdefault(str(reason), []).append(f"{label} {key.upper()}")
+    return [f"n/a ({', '.join(where)}): {reason}" for reason, where in by_reason.items()]
 
 
 def tasks_finished(entry: Mapping[str, Any]) -> int:
@@ -134,11 +153,18 @@ class SummaryRow:
 
 
 def summary_rows(results: Mapping[str, Any]) -> list[SummaryRow]:
-    """One :class:`SummaryRow` per strategy, in the order of results.json."""
+    """One :class:`SummaryRow` per strategy: the finished ones in the order of results.json,
+    then the unfinished ones (never ranked with them)."""
     num_tasks = number_of_tasks(results)
     rows = []
-    for label, entry in (results.get("strategies") or {}).items():
-        cells = tuple(format_value(column, entry.get(column.key)) for column in METRIC_COLUMNS)
+    entries = list((results.get("strategies") or {}).items())
+    entries.sort(key=lambda item: not finished(item[1]))
+    for label, entry in entries:
+        na = entry.get("not_applicable") or {}
+        cells = tuple(
+            NOT_APPLICABLE if column.key in na else format_value(column, entry.get(column.key))
+            for column in METRIC_COLUMNS
+        )
         rows.append(
             SummaryRow(
                 label=str(label),
@@ -157,7 +183,8 @@ def format_table(results: Mapping[str, Any]) -> str:
     training and evaluation seconds, peak memory in MB, and status. Undefined values print "—".
     """
     headers = ("strategy", *(column.header for column in METRIC_COLUMNS), "status")
-    body = [(printable(row.label), *row.cells, row.status) for row in summary_rows(results)]
+    rows = summary_rows(results)
+    body = [(printable(row.label), *row.cells, row.status) for row in rows]
     widths = [max(len(line[i]) for line in [headers, *body]) for i in range(len(headers))]
 
     def render(line: tuple[str, ...]) -> str:
@@ -168,7 +195,14 @@ def format_table(results: Mapping[str, Any]) -> str:
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    lines = [render(headers), rule, *(render(line) for line in body)]
+    lines = [render(headers), rule]
+    for index, (row, line) in enumerate(zip(rows, body, strict=True)):
+        if row.raw_status != "complete" and (
+            index == 0 or rows[index - 1].raw_status == "complete"
+        ):
+            lines.append("not finished (metrics over the tasks learned; not ranked with the rest):")
+        lines.append(render(line))
     if not body:
         lines.append("(no strategies in results)")
+    lines += not_applicable_notes(results)
     return "\n".join(lines)

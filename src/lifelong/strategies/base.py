@@ -184,6 +184,12 @@ class _PartsDataset(torch.utils.data.Dataset):
         return x, data.y[j].cpu(), torch.tensor(task_id)
 
 
+CLASS_FWT = (
+    "class scenario: a task's classes are never a training target before it is learned, so "
+    "every method scores about 0 on it then (FWT is the same for all by construction)"
+)
+
+
 def derived_seed(seed: int, purpose: str) -> int:
     """A seed for one ``purpose`` (``"batches"``, ``"strategy"``) derived from the run seed, so
     that generators seeded from the same run seed give independent streams (stable across
@@ -306,6 +312,13 @@ class Strategy:
 
     def info(self) -> dict[str, Any]:
         """Strategy-specific facts for results.json ``extra`` (memory sizes, parameters used)."""
+        return {}
+
+    def not_applicable(self, scenario: str) -> dict[str, str]:
+        """Metrics that are undefined or true by construction for this strategy in
+        ``scenario``, with the reason; they are stored as null and shown as n/a."""
+        if scenario == "class":
+            return {"fwt": CLASS_FWT}
         return {}
 
     def footprint(self, model: nn.Module) -> dict[str, int]:

@@ -47,6 +47,14 @@ class Joint(Strategy):
     def training_data(self, task: Task, seen: list[Task]) -> TrainSet | None:
         return TrainSet.of(self.stream.tasks, self.stream) if task.id == 0 else None
 
+    def not_applicable(self, scenario: str) -> dict[str, str]:
+        once = "joint learns every task at once: there is no sequence"
+        return {
+            "bwt": f"{once}, nothing learned later can change an earlier task",
+            "forgetting": f"{once}, nothing learned later can change an earlier task",
+            "fwt": f"{once}, every task is trained before any is evaluated",
+        }
+
     def stored_examples(self) -> int:
         """Every training sample of the stream (not budgeted: the upper bound)."""
         return sum(len(t.train) for t in self.stream.tasks)
@@ -89,6 +97,14 @@ class Independent(Strategy):
         super().prepare(model, stream)
         self.initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return model
+
+    def not_applicable(self, scenario: str) -> dict[str, str]:
+        separate = "a separate model per task: learning a later task cannot change it"
+        return {
+            "bwt": f"{separate} (0 by construction)",
+            "forgetting": f"{separate} (0 by construction)",
+            "fwt": "a task not yet learned is scored with the initial model (0 by construction)",
+        }
 
     def before_task(self, task: Task, model: nn.Module) -> None:
         model.load_state_dict(self.initial)
