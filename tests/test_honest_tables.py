@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+
+import pytest
 
 from lifelong.cli import main
 from lifelong.report import comparison_figure
@@ -58,3 +61,44 @@ def test_an_unfinished_strategy_is_not_ranked_or_compared(tmp_path, capsys):
     figure = comparison_figure(results)
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels == ["finetune"]
+
+
+def test_average_accuracy_so_far_has_a_band_over_seeds_only():
+    """Watched failing with the band drawn from one seed (a zero-width PolyCollection) and with
+    the curve averaged over all T tasks instead of the tasks seen so far."""
+    from matplotlib.collections import PolyCollection
+
+    from lifelong.report.plots import average_accuracy_curves, average_accuracy_figure
+
+    first = [[0.1, 0.1, 0.1], [0.9, 0.2, 0.1], [0.5, 0.8, 0.0], [0.4, 0.6, 0.9]]
+    second = [[0.1, 0.1, 0.1], [0.7, 0.2, 0.1], [0.3, 0.8, 0.0]]  # stopped after task 2
+    curves = average_accuracy_curves([first, second])
+    assert curves.shape == (2, 3)
+    assert curves[0].tolist() == pytest.approx([0.9, 0.65, (0.4 + 0.6 + 0.9) / 3])
+    assert curves[1][:2].tolist() == pytest.approx([0.7, 0.55]) and math.isnan(curves[1][2])
+    banded = average_accuracy_figure({"a": [first, second]}).axes[0]
+    assert sum(isinstance(c, PolyCollection) for c in banded.collections) == 1
+    line = banded.get_lines()[0]
+    assert line.get_ydata().tolist() == pytest.approx([80.0, 60.0, 190.0 / 3])
+    single = average_accuracy_figure({"a": [first]}).axes[0]
+    assert not any(isinstance(c, PolyCollection) for c in single.collections)
+
+
+def test_the_report_has_the_footprint_and_average_accuracy_plots(tmp_path):
+    out = tmp_path / "run"
+    args = [*RUN, "--scenario", "task", "--out", str(out), "--strategy", "finetune", "independent"]
+    assert main(args) == 0
+    plots = out / "plots"
+    assert (plots / "footprint.png").is_file() and (plots / "average_accuracy.png").is_file()
+    assert not (plots / "parameters.png").exists()
+    from lifelong.report.plots import footprint_figure
+
+    results = json.loads((out / "results.json").read_text())
+    lines = {line.get_label(): line.get_ydata() for line in footprint_figure(results).axes[0].lines}
+    assert len(set(lines["finetune"])) == 1  # the model alone, every task
+    assert (
+        list(lines["independent"]) == sorted(lines["independent"])
+        and len(set(lines["independent"])) == 3
+    )  # one more copy per task
+    html = (out / "report.html").read_text()
+    assert "footprint against tasks learned" in html and "average accuracy so far" in html

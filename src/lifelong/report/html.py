@@ -116,7 +116,14 @@ _PLASTICITY = (
     "of Kirkpatrick et al. 2017, &ldquo;Overcoming catastrophic forgetting in neural "
     "networks&rdquo;, Fig.&nbsp;2A); dashed lines are task boundaries."
 )
-_PARAMETERS_CAPTION = "Parameter count of the model after each task learned."
+_FOOTPRINT_CAPTION = (
+    "Everything each strategy keeps after each task, in bytes (log scale): the model, copies of "
+    "models, anchors, importances, buffers of examples, generators, optimizer state."
+)
+_AVERAGE_CAPTION = (
+    "Average accuracy over the tasks seen so far after each task; the band is ± one sample "
+    "standard deviation over seeds (none for one seed)."
+)
 
 
 def _e(value: Any) -> str:
@@ -319,7 +326,8 @@ def render_html(results: Mapping[str, Any], plots: PlotFiles) -> str:
                 plots.accuracy_matrices, "accuracy matrices of all strategies", _MATRICES_CAPTION
             ),
             _image(plots.plasticity, "accuracy on the first tasks during training", _PLASTICITY),
-            _image(plots.parameters, "model size against tasks learned", _PARAMETERS_CAPTION),
+            _image(plots.average_accuracy, "average accuracy so far", _AVERAGE_CAPTION),
+            _image(plots.footprint, "footprint against tasks learned", _FOOTPRINT_CAPTION),
         ]
     )
     sections = "\n".join(

@@ -57,6 +57,8 @@ _OWN_PATTERNS = (
     "task_accuracy_*.png",
     "comparison.png",
     "parameters.png",
+    "footprint.png",
+    "average_accuracy.png",
     "plasticity.png",
 )
 
@@ -410,6 +412,101 @@ def parameters_figure(results: Mapping[str, Any]) -> Figure | None:
     return figure
 
 
+def _per_seed(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The per-seed results of a strategy: a study's ``seeds`` (schema 2), else the entry."""
+    seeds = entry.get("seeds")
+    return list(seeds.values()) if isinstance(seeds, dict) and seeds else [entry]
+
+
+def footprint_figure(results: Mapping[str, Any]) -> Figure | None:
+    """Everything each strategy keeps (model, copies of models, anchors, importances, buffers,
+    generators; ``footprint`` in results.json) after each task, in bytes, one line per strategy
+    (the first seed's, for a study). ``None`` when no strategy records a footprint."""
+    lines = []
+    for index, (label, entry) in enumerate((results.get("strategies") or {}).items()):
+        footprint = _per_seed(entry)[0].get("footprint") or []
+        if footprint:
+            lines.append((index, label, entry, [sum(f.values()) for f in footprint]))
+    if not lines:
+        return None
+    figure = _new_figure(7.0, 3.6)
+    axes = figure.add_subplot()
+    for index, label, entry, totals in lines:
+        axes.plot(
+            np.arange(1, len(totals) + 1),
+            totals,
+            marker="o",
+            ms=3,
+            color=_strategy_colour(index),
+            label=_plain(f"{label}{_status_suffix(entry)}"),
+        )
+    axes.set_yscale("log")
+    axes.set_xlabel("tasks learned")
+    axes.set_ylabel("bytes kept")
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.grid(alpha=0.3)
+    axes.set_title("footprint: everything each strategy keeps", fontsize=10)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return figure
+
+
+def average_accuracy_curves(matrices: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
+    """``[seeds, tasks]`` average accuracy over the tasks learned so far after each task
+    (``mean_j<=i R[i, j]``), NaN where a seed stopped early."""
+    width = max((len(m) - 1 for m in matrices), default=0)
+    out = np.full((len(matrices), width), np.nan)
+    for s, matrix in enumerate(matrices):
+        for i in range(1, len(matrix)):
+            out[s, i - 1] = float(np.mean(matrix[i][:i]))
+    return out
+
+
+def average_accuracy_figure(
+    per_strategy: Mapping[str, Sequence[Sequence[Sequence[float]]]],
+) -> Figure | None:
+    """Average accuracy over the tasks seen so far after each task, per strategy: the mean over
+    seeds (one accuracy matrix per seed) with a band of ± one sample standard deviation where
+    two or more seeds reached that task (no band for one seed)."""
+    per_strategy = {k: v for k, v in per_strategy.items() if any(len(m) > 1 for m in v)}
+    if not per_strategy:
+        return None
+    figure = _new_figure(7.0, 3.6)
+    axes = figure.add_subplot()
+    for index, (label, matrices) in enumerate(per_strategy.items()):
+        curves = 100.0 * average_accuracy_curves(matrices)
+        counts = np.sum(np.isfinite(curves), axis=0)
+        mean = np.nanmean(np.where(counts > 0, curves, 0.0), axis=0)
+        tasks = np.arange(1, curves.shape[1] + 1)
+        colour = _strategy_colour(index)
+        seeds = f" (n={len(matrices)})" if len(matrices) > 1 else ""
+        axes.plot(tasks, mean, marker="o", ms=3, color=colour, label=_plain(f"{label}{seeds}"))
+        if (counts >= 2).any():
+            filled = np.where(np.isfinite(curves), curves, np.nan)
+            std = np.array(
+                [
+                    np.nanstd(filled[:, t], ddof=1) if counts[t] >= 2 else 0.0
+                    for t in range(len(tasks))
+                ]
+            )
+            axes.fill_between(tasks, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    axes.set_xlabel("tasks learned")
+    axes.set_ylabel("average accuracy so far (%)")
+    axes.set_ylim(0, 100)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.grid(alpha=0.3)
+    axes.set_title("average accuracy over the tasks seen so far (± std over seeds)", fontsize=10)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return figure
+
+
+def matrices_by_strategy(results: Mapping[str, Any]) -> dict[str, list[list[list[float]]]]:
+    """Every strategy's per-seed accuracy matrices (one for a single run)."""
+    return {
+        str(label): [e.get("accuracy_matrix") or [] for e in _per_seed(entry)]
+        for label, entry in (results.get("strategies") or {}).items()
+    }
+
+
 def strategies_with_curves(results: Mapping[str, Any]) -> list[str]:
     """Labels of the strategies that recorded accuracy curves during training."""
     num_tasks = number_of_tasks(results)
@@ -511,7 +608,9 @@ class PlotFiles:
 
     comparison: Path | None = None
     accuracy_matrices: Path | None = None
-    parameters: Path | None = None
+    parameters: Path | None = None  # no longer drawn: the footprint replaces it
+    footprint: Path | None = None
+    average_accuracy: Path | None = None
     plasticity: Path | None = None
     accuracy_matrix: dict[str, Path] = field(default_factory=dict)
     task_accuracy: dict[str, Path] = field(default_factory=dict)
@@ -520,7 +619,8 @@ class PlotFiles:
 def save_plots(results: Mapping[str, Any], folder: str | Path) -> PlotFiles:
     """(Re)draw every figure of a report into ``folder`` and return their paths.
 
-    Names are stable: ``comparison.png``, ``accuracy_matrices.png``, ``parameters.png``,
+    Names are stable: ``comparison.png``, ``accuracy_matrices.png``, ``footprint.png``,
+    ``average_accuracy.png``,
     ``plasticity.png`` and, per strategy in results order, ``accuracy_matrix_NN_<label>.png`` and
     ``task_accuracy_NN_<label>.png``.
     PNGs of those names left by an earlier build are removed first, so none goes stale.
@@ -535,8 +635,10 @@ def save_plots(results: Mapping[str, Any], folder: str | Path) -> PlotFiles:
         files.comparison = save_figure(figure, folder / "comparison.png")
     if (figure := accuracy_matrices_figure(results)) is not None:
         files.accuracy_matrices = save_figure(figure, folder / "accuracy_matrices.png")
-    if (figure := parameters_figure(results)) is not None:
-        files.parameters = save_figure(figure, folder / "parameters.png")
+    if (figure := footprint_figure(results)) is not None:
+        files.footprint = save_figure(figure, folder / "footprint.png")
+    if (figure := average_accuracy_figure(matrices_by_strategy(results))) is not None:
+        files.average_accuracy = save_figure(figure, folder / "average_accuracy.png")
     if len(strategies_with_curves(results)) >= 2:
         files.plasticity = folder / "plasticity.png"
         plasticity_figure(results, path=files.plasticity)
