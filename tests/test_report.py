@@ -253,12 +253,13 @@ def test_plots_have_stable_names_and_stale_ones_are_removed(tmp_path: Path) -> N
     names = sorted(p.name for p in plots.iterdir())
     assert names == [
         "accuracy_matrix_00_finetune.png",
+        "average_accuracy.png",
         "comparison.png",
         "notes.txt",
         "task_accuracy_00_finetune.png",
     ]
     files = save_plots(results, plots)
-    assert files.plasticity == plots / "plasticity.png" and files.parameters is not None
+    assert files.plasticity == plots / "plasticity.png" and files.average_accuracy is not None
     assert files.accuracy_matrix["ewc:lambda=100"].name == "accuracy_matrix_01_ewc-lambda-100.png"
     assert files.task_accuracy[MALICIOUS].name.startswith("task_accuracy_02_script-alert-x")
     assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in plots.glob("*.png"))
@@ -268,7 +269,8 @@ def test_single_task_report_and_table_show_undefined(tmp_path: Path) -> None:
     results = _one_task_results()
     report = build_report(_write(tmp_path / "run1", results))
     text = report.read_text(encoding="utf-8")
-    assert len(_embedded_pngs(text)) == 3  # comparison, heatmap, per-task accuracy
+    # comparison, heatmap, per-task accuracy, average accuracy so far
+    assert len(_embedded_pngs(text)) == 4
     assert not (report.parent / "plots" / "plasticity.png").exists()
     assert not (report.parent / "plots" / "parameters.png").exists()
     assert UNDEFINED in text
