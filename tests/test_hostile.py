@@ -108,6 +108,7 @@ def _plant_legacy(path: Path, marker: Path) -> None:
         pickle.dump({"model": _Payload(marker)}, f)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the raw pickle
 @pytest.mark.parametrize("plant", [_plant_zip, _plant_legacy], ids=["torch-zip", "raw-pickle"])
 def test_planted_pickle_never_executes(plant, finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path / "run")
