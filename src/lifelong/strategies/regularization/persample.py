@@ -215,12 +215,18 @@ def _factorised_sums(
                 _check_sole_use(model, sample_loss, params, buffers, (x, target), found)
                 verify = False
             for prefix, (a, delta) in found.items():
-                a, delta = _reduce([a, delta], reduce)
-                if f"{prefix}weight" in totals:
-                    totals[f"{prefix}weight"].addmm_(delta.T, a)
-                if f"{prefix}bias" in totals:
-                    totals[f"{prefix}bias"].add_(delta.sum(0))
+                _accumulate(totals, prefix, a, delta, reduce)
     return totals
+
+
+def _accumulate(totals: ParamDict, prefix: str, a: Tensor, delta: Tensor, reduce: str) -> None:
+    """Add a Linear layer's per-sample terms to ``totals``: ``Σ_n r(δ_n) r(a_n)ᵀ`` to its weight
+    and ``Σ_n r(δ_n)`` to its bias (``r`` = square or abs, which factorise over the product)."""
+    a, delta = _reduce([a, delta], reduce)
+    if f"{prefix}weight" in totals:
+        totals[f"{prefix}weight"].addmm_(delta.T, a)
+    if f"{prefix}bias" in totals:
+        totals[f"{prefix}bias"].add_(delta.sum(0))
 
 
 def _autograd_sums(
@@ -250,13 +256,8 @@ def _autograd_sums(
                 a, delta = inputs[prefix], deltas[prefix]
                 if a.dim() != 2:
                     return None
-                if delta is None:
-                    continue
-                a, delta = _reduce([a, delta], reduce)
-                if f"{prefix}weight" in totals:
-                    totals[f"{prefix}weight"].addmm_(delta.T, a)
-                if f"{prefix}bias" in totals:
-                    totals[f"{prefix}bias"].add_(delta.sum(0))
+                if delta is not None:
+                    _accumulate(totals, prefix, a, delta, reduce)
     return totals
 
 
