@@ -393,3 +393,24 @@ def test_config_round_trip_keeps_study_settings(tmp_path):
     again = experiment.load_run_config(tmp_path)
     assert again == config and again.is_study
     assert [c.label for c in again.strategies[0].candidates()] == ["ewc:lambda=1", "ewc:lambda=10"]
+
+
+def test_study_table_shows_examples_and_extra_memory_per_strategy(tmp_path, capsys):
+    """Issue 11 item 4: a study's table shows the examples each strategy stores and the memory it
+    keeps beyond the model. Seen to fail with the ``KEPT`` columns removed from the table."""
+    out = tmp_path / "study"
+    argv = ["run", *SMALL, "--seeds", "0", "1", "--memory", "30", "--no-report"]
+    argv += ["--strategy", "finetune", "replay", "--out", str(out)]
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0
+    header = next(line for line in stdout.splitlines() if line.startswith("strategy"))
+    assert "examples" in header.split() and "extra" in header.split()
+    rows = {line.split()[0]: line for line in stdout.splitlines() if line.strip()}
+    start = header.index("examples")  # a right-aligned column as wide as its header
+    assert rows["replay"][start : start + len("examples")].strip() == "30"
+    assert rows["finetune"][start : start + len("examples")].strip() == "0"
+    strategies = results_of(out)["strategies"]
+    assert strategies["replay"]["mean"]["examples"] == 30
+    assert (
+        strategies["replay"]["mean"]["extra_bytes"] > strategies["finetune"]["mean"]["extra_bytes"]
+    )

@@ -57,7 +57,7 @@ CRITERION_TUNE = (
 )
 METRICS = (
     "acc", "bwt", "fwt", "forgetting", "learning_accuracy", "train_seconds", "eval_seconds",
-    "peak_rss_mb",
+    "peak_rss_mb", "examples", "extra_bytes",
 )  # fmt: skip
 UNITS = "units"
 
@@ -470,6 +470,16 @@ def mean_std(
 
 TABLE = (("acc", "ACC %", False), ("bwt", "BWT %", True), ("fwt", "FWT %", True),
          ("forgetting", "Forget %", False))  # fmt: skip
+# What each strategy keeps (issue 11 item 4): real examples, and bytes beyond the model as built.
+KEPT = (("examples", "examples"), ("extra_bytes", "extra"))
+
+
+def _kept_text(key: str, value: float | None) -> str:
+    from lifelong.report.table import format_bytes
+
+    if value is None:
+        return "—"
+    return format_bytes(value) if key == "extra_bytes" else f"{value:.0f}"
 
 
 def values_text(values: dict[str, Any] | None) -> str:
@@ -480,7 +490,8 @@ def values_text(values: dict[str, Any] | None) -> str:
 
 def format_study_table(results: dict[str, Any]) -> str:
     """Mean ± sample std over seeds per strategy, the chosen values, then every candidate."""
-    headers = ("strategy", "chosen", *(h for _, h, _ in TABLE), "val ACC %", "n", "status")
+    headers = ("strategy", "chosen", *(h for _, h, _ in TABLE), *(h for _, h in KEPT),
+               "val ACC %", "n", "status")  # fmt: skip
     body = []
     for label, e in results["strategies"].items():
         na = e.get("not_applicable") or {}
@@ -488,6 +499,7 @@ def format_study_table(results: dict[str, Any]) -> str:
             "n/a" if k in na else mean_std(e["mean"].get(k), e["std"].get(k), signed)
             for k, _, signed in TABLE
         ]
+        cells += [_kept_text(k, e["mean"].get(k)) for k, _ in KEPT]
         val = e.get("validation_score")
         chosen_cand = next((c for c in e.get("candidates", []) if c.get("chosen")), None)
         val_text = mean_std(val, chosen_cand.get("validation_std")) if val is not None else "—"
