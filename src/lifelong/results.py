@@ -311,13 +311,16 @@ class RunResults:
         return out.getvalue()
 
 
-def load_results(run_dir: str | Path) -> RunResults:
-    """Read ``run_dir/results.json`` (one clear error if it is missing or not a results file)."""
+RECOVER_RESULTS = (
+    "if it was written by `lifelong run`, delete it and resume: the checkpoints restore "
+    "every strategy's finished tasks"
+)
+
+
+def read_results_json(run_dir: str | Path) -> dict[str, Any]:
+    """The JSON object in ``run_dir/results.json``, any schema (one clear error if it is missing,
+    not JSON or not an object)."""
     path = Path(run_dir) / "results.json"
-    recover = (
-        "if it was written by `lifelong run`, delete it and resume: the checkpoints restore "
-        "every strategy's finished tasks"
-    )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -326,13 +329,20 @@ def load_results(run_dir: str | Path) -> RunResults:
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         text = " ".join(str(err).split())[:120]
-        raise DataError(f"{path} is not valid JSON ({text}); {recover}") from None
+        raise DataError(f"{path} is not valid JSON ({text}); {RECOVER_RESULTS}") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path} is not a lifelong results file; {recover}")
+        raise DataError(f"{path} is not a lifelong results file; {RECOVER_RESULTS}")
+    return data
+
+
+def load_results(run_dir: str | Path) -> RunResults:
+    """Read ``run_dir/results.json`` (one clear error if it is missing or not a results file)."""
+    data = read_results_json(run_dir)
     try:
         return RunResults.from_dict(data)
     except (KeyError, TypeError, AttributeError, ValueError) as err:
-        raise DataError(f"{path} lacks or mistypes {err}; {recover}") from None
+        path = Path(run_dir) / "results.json"
+        raise DataError(f"{path} lacks or mistypes {err}; {RECOVER_RESULTS}") from None
 
 
 RECORD_COLUMNS = ("strategy", "setting", "seed", "trained", "task", "metric", "value")
@@ -389,16 +399,7 @@ def _dataframe(records: list[dict[str, Any]]) -> Any:
 
 def load_records(run_dir: str | Path) -> list[dict[str, Any]]:
     """Tidy rows of ``run_dir/results.json``, single run or study (schema 1 or 2)."""
-    path = Path(run_dir) / "results.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(
-            f"no results.json in {run_dir}; give a directory written by lifelong run"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON ({err})") from None
-    return tidy_records(data)
+    return tidy_records(read_results_json(run_dir))
 
 
 def load_dataframe(run_dir: str | Path) -> Any:

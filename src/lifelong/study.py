@@ -47,7 +47,12 @@ from lifelong import __version__
 from lifelong.config import RunConfig, StrategySpec, format_value
 from lifelong.engine import Unit, run_units
 from lifelong.errors import ConfigError, DataError, RunInterrupted
-from lifelong.results import StrategyResult, atomic_write_text, load_results
+from lifelong.results import (
+    StrategyResult,
+    atomic_write_text,
+    load_results,
+    read_results_json,
+)
 
 SCHEMA = 2
 CRITERION = "highest mean over seeds of the final average validation accuracy (ties: first listed)"
@@ -439,15 +444,8 @@ def study_from_run(results: dict[str, Any]) -> dict[str, Any]:
 def load_study(run_dir: str | Path) -> dict[str, Any]:
     """The results of a study (schema 2) or of a single run (schema 1, read as n = 1)."""
     path = Path(run_dir) / "results.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(
-            f"no results.json in {run_dir}; give a directory written by lifelong run"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON ({err})") from None
-    schema = data.get("schema") if isinstance(data, dict) else None
+    data = read_results_json(run_dir)
+    schema = data.get("schema")
     if schema == SCHEMA:
         return data
     if schema == 1:
