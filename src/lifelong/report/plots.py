@@ -376,42 +376,6 @@ def comparison_figure(results: Mapping[str, Any]) -> Figure | None:
     return figure
 
 
-def parameters_figure(results: Mapping[str, Any]) -> Figure | None:
-    """Model size (parameter count) after each task learned, one line per strategy that records it.
-
-    ``None`` when no strategy has ``parameters``.
-    """
-    strategies = list((results.get("strategies") or {}).items())
-    with_counts = [
-        (index, label, entry)
-        for index, (label, entry) in enumerate(strategies)
-        if entry.get("parameters")
-    ]
-    if not with_counts:
-        return None
-    figure = _new_figure(7.0, 3.6)
-    axes = figure.add_subplot()
-    for index, label, entry in with_counts:
-        counts = np.asarray(entry["parameters"], dtype=float)
-        axes.plot(
-            np.arange(1, len(counts) + 1),
-            counts,
-            marker="o",
-            ms=3,
-            color=_strategy_colour(index),
-            label=_plain(f"{label}{_status_suffix(entry)}"),
-        )
-    axes.set_xlabel("tasks learned")
-    axes.set_ylabel("parameters")
-    axes.set_ylim(bottom=0)
-    axes.xaxis.get_major_locator().set_params(integer=True)
-    axes.ticklabel_format(axis="y", style="sci", scilimits=(-3, 5))
-    axes.grid(alpha=0.3)
-    axes.set_title("model size", fontsize=10)
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return figure
-
-
 def _per_seed(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The per-seed results of a strategy: a study's ``seeds`` (schema 2), else the entry."""
     seeds = entry.get("seeds")
