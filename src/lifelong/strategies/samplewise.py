@@ -116,3 +116,65 @@ def linear_inputs_and_output_grads(
                 return None
     _VERIFIED[model] = key
     return inputs, dict(zip(prefixes, deltas, strict=True))
+
+
+class LinearRecorder:
+    """Records, for one forward and backward pass that someone else runs (the training loop's),
+    every Linear layer's input ``a`` and output gradient ``δ``: the per-sample factors of the
+    batch's weight gradient, ``∂L/∂W = Σ_n δ_n a_nᵀ``.
+
+    Use as a context manager around the forward pass; the output gradients arrive during the
+    backward pass, after the block. :meth:`factors` then returns them, or ``None`` when they
+    cannot be trusted (a layer called other than once, an input or output changed in place, a
+    gradient missing).
+    """
+
+    def __init__(self, linears: dict[str, nn.Linear]) -> None:
+        self.linears = linears
+        self._seen: dict[str, list] = {}
+        self._grads: dict[str, Tensor] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> LinearRecorder:
+        self._seen = {prefix: [] for prefix in self.linears}
+        self._grads = {}
+        self._handles = [
+            m.register_forward_hook(self._hook_for(prefix)) for prefix, m in self.linears.items()
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _hook_for(self, prefix: str):
+        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            self._seen[prefix].append((args[0], output, args[0]._version, output._version))
+            if output.requires_grad:
+
+                def keep(grad: Tensor) -> None:
+                    self._grads[prefix] = grad
+
+                output.register_hook(keep)
+
+        return hook
+
+    def factors(self) -> dict[str, tuple[Tensor, Tensor]] | None:
+        """``{prefix: (a [rows, in], δ [rows, out])}`` of every layer (positions of a sequence
+        count as rows), or ``None`` when the recording is incomplete or stale. The recording is
+        consumed (a second call returns ``None``)."""
+        seen, grads = self._seen, self._grads
+        self._seen, self._grads = {}, {}
+        if not seen:
+            return None
+        out = {}
+        for prefix, record in seen.items():
+            if len(record) != 1 or prefix not in grads:
+                return None
+            a, z, a_version, z_version = record[0]
+            if a._version != a_version or z._version != z_version:
+                return None
+            delta = grads[prefix]
+            out[prefix] = (a.detach().reshape(-1, a.shape[-1]), delta.reshape(-1, delta.shape[-1]))
+        return out
