@@ -195,14 +195,8 @@ def training_flop(result: dict, n_train: int) -> tuple[float, str]:
     if name in ("ewc", "online-ewc") and result["params"].get("fisher_samples"):
         raise SystemExit("bench: the EWC work count assumes fisher_samples=0 (all samples)")
     if name == "gem":
-        # The paper's work: every stored sample's full gradient at every step. GEM here forms
-        # the weight gradients only on steps that violate a constraint (factored check), so it
-        # does less than this; the bound stays the paper's, as issue 17 defines it.
-        passes, formed = extra["memory_sample_passes"], extra.get("memory_gradient_samples", 0)
-        return (n_train + passes) * train, (
-            f"{n_train} + {passes} memory samples, fwd+bwd (the paper's work; weight gradients "
-            f"formed for {formed} of them, the others' constraints checked in factored form)"
-        )
+        passes = extra["memory_sample_passes"]
+        return (n_train + passes) * train, f"{n_train} + {passes} memory samples, fwd+bwd"
     if name == "agem":
         passes = extra["constrained_steps"] * extra["sample_size"]  # memory >= sample after task 1
         return (n_train + passes) * train, f"{n_train} + {passes} reference samples, fwd+bwd"
@@ -377,15 +371,7 @@ def gem_profile(repeats: int = 10, tasks: int = 19) -> str:
     import torch.nn.functional as F
 
     from lifelong.models import MLP
-    from lifelong.strategies.memory.gem import (
-        assemble_memory_gradients,
-        factored_dots,
-        memory_factors,
-        memory_gradients,
-        solve_gem_dual,
-        trainable,
-    )
-    from lifelong.strategies.samplewise import LinearRecorder, samplewise_linears
+    from lifelong.strategies.memory.gem import memory_gradients, solve_gem_dual, trainable
 
     torch.manual_seed(0)
     model = MLP(784, (100, 100), 10)
@@ -393,19 +379,12 @@ def gem_profile(repeats: int = 10, tasks: int = 19) -> str:
     x, y = torch.rand(tasks, 256, 1, 28, 28), torch.randint(0, 10, (tasks, 256))
     w = torch.full((tasks, 256), 1 / 256)
     params = trainable(model)
-    linears = samplewise_linears(model, params)
     out = torch.empty(tasks, sum(p.numel() for p in params.values()))
     past = memory_gradients(model, x, y, w, None, out=out).clone()
     g = -past.mean(0)  # violates every constraint: the QP is solved
     layer = model.features[1]
     flat, delta = x.reshape(n, 784), torch.randn(tasks, 256, 100)
     wgrad = out[:, : layer.weight.numel()].view(tasks, *layer.weight.shape)
-    recorder = LinearRecorder(linears)
-    with recorder:  # a current batch of 10, its gradient recorded in factored form
-        loss = F.cross_entropy(model(torch.rand(10, 1, 28, 28)), torch.randint(0, 10, (10,)))
-    loss.backward()
-    current = recorder.factors()
-    factors = memory_factors(model, x, y, w, None, linears)
 
     def best(fn) -> float:
         fn()
@@ -420,20 +399,11 @@ def gem_profile(repeats: int = 10, tasks: int = 19) -> str:
         "memory gradients (all past tasks)": best(
             lambda: memory_gradients(model, x, y, w, None, out=out)
         ),
-        "  of which: forward + backward to the layer outputs (memory_factors)": best(
-            lambda: memory_factors(model, x, y, w, None, linears)
-        ),
         "  of which: first layer's forward product": best(
             lambda: F.linear(flat, layer.weight.detach(), layer.bias.detach())
         ),
-        "  of which: per-task weight gradients (assemble_memory_gradients)": best(
-            lambda: assemble_memory_gradients(*factors, params, tasks, out)
-        ),
-        "    of which: first layer's (bmm)": best(
+        "  of which: first layer's per-task weight gradients (bmm)": best(
             lambda: torch.bmm(delta.transpose(1, 2), x.reshape(tasks, 256, 784), out=wgrad)
-        ),
-        "factored check instead of the weight gradients (factored_dots)": best(
-            lambda: factored_dots(*factors, current, params, tasks)
         ),
         "QP when violated (G G^T, quadprog, G^T v + g)": best(
             lambda: solve_gem_dual(g, past, 0.5, 1e-6, True)

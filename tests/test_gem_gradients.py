@@ -17,14 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.models import CNN, MLP
-from lifelong.strategies.memory.gem import (
-    factored_dots,
-    factors_reproduce_gradient,
-    memory_factors,
-    memory_gradients,
-    trainable,
-)
-from lifelong.strategies.samplewise import LinearRecorder, samplewise_linears
+from lifelong.strategies.memory.gem import memory_gradients, trainable
+from lifelong.strategies.samplewise import samplewise_linears
 
 
 def per_task_loop(model: nn.Module, x, y, counts, masks) -> torch.Tensor:
@@ -169,107 +163,3 @@ def test_memory_gather_equals_flat_then_index():
     index = torch.randperm(len(y), generator=gen)[:7]
     gx, gy, gt = memory.gather(rows, index)
     assert torch.equal(gx, x[index]) and torch.equal(gy, y[index]) and torch.equal(gt, t[index])
-
-
-def _current_batch(model: nn.Module, batch: int, dtype, mask: torch.Tensor | None):
-    """The loop's step on one batch, its forward pass recorded: (factors, params with .grad)."""
-    params = trainable(model)
-    linears = samplewise_linears(model, params)
-    recorder = LinearRecorder(linears)
-    model.zero_grad()
-    xb = torch.randn(batch, 1, 4, 3, dtype=dtype)
-    yb = torch.randint(0, 2, (batch,))
-    with recorder:
-        logits = model(xb)
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    F.cross_entropy(logits, yb).backward()
-    return recorder.factors(), params, linears
-
-
-@pytest.mark.parametrize("name", ["mlp", "frozen-first-layer"])
-@pytest.mark.parametrize("batch", [2, 10])  # 2: the factored products; 10: g_W itself
-@pytest.mark.parametrize("task_scenario", [False, True])
-def test_factored_dots_equal_the_memory_gradients_times_g(name, batch, task_scenario):
-    """GEM's constraint check without G: ``factored_dots`` must equal ``G g`` with ``G`` from
-    the per-task definition. Seen to fail when the bias terms are dropped from factored_dots,
-    and when its per-task sum runs over the wrong axis."""
-    torch.manual_seed(1)
-    model = MODELS[name][0]().double()
-    tasks, per_task, counts = 3, 5, [5, 2, 4]
-    x = torch.randn(tasks, per_task, 1, 4, 3, dtype=torch.float64)
-    y = torch.randint(0, 2, (tasks, per_task)) + 2 * torch.arange(tasks).unsqueeze(1)
-    weights = torch.zeros(tasks, per_task, dtype=torch.float64)
-    masks = torch.zeros(tasks, 6, dtype=torch.bool) if task_scenario else None
-    for k, n in enumerate(counts):
-        weights[k, :n] = 1.0 / n
-        if masks is not None:
-            masks[k, 2 * k : 2 * k + 2] = True
-    current_mask = None
-    if task_scenario:
-        current_mask = torch.zeros(6, dtype=torch.bool)
-        current_mask[:2] = True
-    current, params, linears = _current_batch(model, batch, torch.float64, current_mask)
-    assert current is not None and bool(factors_reproduce_gradient(current, params))
-    grads = [p.grad.clone() for p in params.values()]
-    g = torch.cat([grad.reshape(-1) for grad in grads])
-    expected = per_task_loop(model, x, y, counts, masks) @ g
-    for p, grad in zip(params.values(), grads, strict=True):  # the loop overwrote .grad
-        p.grad = grad
-    factors = memory_factors(model, x, y, weights, masks, linears)
-    got = factored_dots(*factors, current, params, tasks)
-    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
-
-
-def test_factors_that_miss_a_term_of_the_gradient_are_refused():
-    """A weight also used outside its Linear module adds a gradient term no hook records: the
-    check must say the factors do not reproduce ``.grad`` (then GEM forms G). Seen to fail when
-    factors_reproduce_gradient always returns True."""
-    torch.manual_seed(0)
-    current, params, _ = _current_batch(OutsideUse().double(), 2, torch.float64, None)
-    assert current is not None
-    assert not bool(factors_reproduce_gradient(current, params))
-    torch.manual_seed(0)
-    current, params, _ = _current_batch(MLP(12, (7, 5), 6).double(), 2, torch.float64, None)
-    assert bool(factors_reproduce_gradient(current, params))
-
-
-def test_recorder_refuses_an_output_changed_in_place():
-    """An in-place ReLU overwrites the recorded output: the factors are stale, so none."""
-    current, _, _ = _current_batch(InplaceMLP().double(), 2, torch.float64, None)
-    assert current is None
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("scenario", ["domain", "task"])
-def test_gem_factored_check_takes_the_same_steps(seed, scenario):
-    """GEM with and without the factored check: the same QP solves and the same accuracy
-    matrix (the check is an exact identity; only float rounding of <g_k, g> near 0 could tell
-    them apart, and it does not here), while the factored run forms far fewer weight
-    gradients. Seen to fail (5 of 6 cases) when factored_dots sums its per-sample terms over the
-    wrong tasks (``reshape(-1, tasks).sum(0)``); dropping only the bias terms changes no decision
-    here (test_factored_dots_equal_the_memory_gradients_times_g catches that)."""
-    from lifelong.runner import learn_stream
-    from lifelong.strategies import create_strategy
-    from lifelong.streams import build_stream
-    from lifelong.train import TrainConfig
-
-    stream = build_stream("split", "digits", tasks=3, scenario=scenario, seed=seed)
-    config = TrainConfig(epochs=1, batch_size=10, lr=0.1)
-    runs = {
-        check: learn_stream(
-            stream,
-            create_strategy("gem", {"memory_per_task": 50, "factored_check": check}),
-            train=config,
-            seed=seed,
-        )
-        for check in (True, False)
-    }
-    on, off = runs[True].extra, runs[False].extra
-    assert on["qp_solves"] == off["qp_solves"] > 0
-    assert on["factored_checks"] == on["constrained_steps"] > 0 and off["factored_checks"] == 0
-    assert off["memory_gradient_samples"] == off["memory_sample_passes"]
-    assert on["memory_gradient_samples"] < on["memory_sample_passes"]
-    torch.testing.assert_close(
-        torch.tensor(runs[True].accuracy_matrix), torch.tensor(runs[False].accuracy_matrix)
-    )

@@ -25,11 +25,7 @@ from torch import Tensor, nn
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Batch, Strategy, register
 from lifelong.strategies.memory.buffer import EpisodicMemory
-from lifelong.strategies.samplewise import (
-    LinearRecorder,
-    linear_inputs_and_output_grads,
-    samplewise_linears,
-)
+from lifelong.strategies.samplewise import linear_inputs_and_output_grads, samplewise_linears
 from lifelong.streams.base import Task
 
 
@@ -64,22 +60,26 @@ def _task_losses(logits: Tensor, y: Tensor, weights: Tensor, mask: Tensor | None
     return (F.cross_entropy(logits, y, reduction="none") * weights).sum()
 
 
-def memory_factors(
+def _linear_memory_gradients(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
     weights: Tensor,
     masks: Tensor | None,
+    params: dict[str, Tensor],
     linears: dict[str, nn.Linear],
-) -> tuple[dict[str, Tensor], dict[str, Tensor | None]] | None:
-    """``(inputs a, output gradients δ)`` of every layer in ``linears`` over all ``tasks x
-    per_task`` memories (``None``: the model does not fit the factored route).
+    out: Tensor,
+) -> Tensor | None:
+    """The outer-product route of :func:`memory_gradients` (``None``: the model does not fit it).
 
-    One ordinary forward pass over all memories and one backward pass to the outputs of the
-    Linear layers, of the weighted loss ``Σ_k L_k``
+    One ordinary forward pass over all ``tasks x per_task`` memories and one backward pass to the
+    outputs of the Linear layers, of the weighted loss ``Σ_k L_k``
     (:func:`~lifelong.strategies.samplewise.linear_inputs_and_output_grads`): every sample gets
-    the output gradient ``δ_n`` it has in its own task's loss, so task ``k``'s weight gradient of
-    a layer is ``Σ_{n∈k} δ_n a_nᵀ`` and its bias gradient ``Σ_{n∈k} δ_n``.
+    the output gradient ``δ_n`` it has in its own task's loss. A Linear layer's weight gradient
+    of task ``k`` is then ``Σ_{n∈k} δ_n a_nᵀ`` (``a_n`` the layer's input), one batched matrix
+    product ``[k, out, n] @ [k, n, in]`` for all tasks, written straight into ``out``; the bias
+    gradient is ``Σ_{n∈k} δ_n``. The arithmetic is one forward and one backward pass per memory
+    sample, as with one backward pass per task, but in a few large matrix products.
     """
     tasks, per_task = weights.shape
     n = tasks * per_task
@@ -88,29 +88,14 @@ def memory_factors(
     def total_loss(logits: Tensor) -> Tensor:
         return _task_losses(logits.reshape(n, -1), y.reshape(n), weights.reshape(n), mask)
 
-    return linear_inputs_and_output_grads(model, x.reshape(n, *x.shape[2:]), total_loss, linears)
-
-
-def _layer_of(name: str) -> tuple[str, str]:
-    """``("features.1.", "weight")`` from ``"features.1.weight"``."""
-    prefix, kind = name.rsplit(".", 1) if "." in name else ("", name)
-    return (f"{prefix}." if prefix else ""), kind
-
-
-def assemble_memory_gradients(
-    inputs: dict[str, Tensor],
-    deltas: dict[str, Tensor | None],
-    params: dict[str, Tensor],
-    tasks: int,
-    out: Tensor,
-) -> Tensor:
-    """Every task's gradient ``[tasks, n_params]`` from :func:`memory_factors`, written into
-    ``out``: per layer one batched matrix product ``[k, out, n] @ [k, n, in]`` for all tasks
-    (``Σ_{n∈k} δ_n a_nᵀ``) and one sum for the biases. With the factors' forward and backward
-    pass, the arithmetic of one backward pass per task, in a few large matrix products."""
+    found = linear_inputs_and_output_grads(model, x.reshape(n, *x.shape[2:]), total_loss, linears)
+    if found is None:
+        return None
+    inputs, deltas = found
     offset = 0
     for name, p in params.items():
-        prefix, kind = _layer_of(name)
+        prefix, kind = name.rsplit(".", 1) if "." in name else ("", name)
+        prefix = f"{prefix}." if prefix else ""
         block = out[:, offset : offset + p.numel()]
         offset += p.numel()
         delta = deltas[prefix]
@@ -124,69 +109,6 @@ def assemble_memory_gradients(
         else:
             torch.sum(delta, dim=1, out=block)
     return out
-
-
-def factored_dots(
-    inputs: dict[str, Tensor],
-    deltas: dict[str, Tensor | None],
-    current: dict[str, tuple[Tensor, Tensor]],
-    params: dict[str, nn.Parameter],
-    tasks: int,
-) -> Tensor:
-    """``G g`` (``[tasks]``: each past task's memory gradient dotted with the current gradient
-    ``g``, the ``.grad`` of ``params``) without forming ``G``.
-
-    For a Linear layer, ``<Σ_{n∈k} δ_n a_nᵀ, g_W> = Σ_{n∈k} δ_nᵀ g_W a_n``. The current batch's
-    own gradient is ``g_W = Σ_i d_i b_iᵀ`` over its ``B`` rows (``current``: inputs ``b`` and
-    output gradients ``d`` recorded while the loop computed it), so the term is
-    ``Σ_{n∈k} Σ_i (δ_n·d_i)(a_n·b_i)``: ``B (in + out)`` multiply-adds per memory sample
-    instead of the ``in x out`` of its weight gradient (GEM setting, first layer: 8,840
-    against 78,400). Layers where that is not cheaper use ``g_W`` itself:
-    ``Σ_{n∈k} δ_nᵀ (g_W a_n)``. Bias terms are ``(Σ_{n∈k} δ_n)·g_b``. The caller must check that
-    ``current`` reproduces ``g_W`` (:func:`factors_reproduce_gradient`).
-    """
-    dots = None
-    for name, p in params.items():
-        prefix, kind = _layer_of(name)
-        delta = deltas[prefix]
-        if delta is None or p.grad is None:
-            continue
-        d = delta.reshape(-1, delta.shape[-1])  # [tasks x rows, out]
-        if kind == "bias":
-            term = (d @ p.grad).reshape(tasks, -1).sum(1)
-        else:
-            a = inputs[prefix].reshape(-1, p.shape[1])  # [tasks x rows, in]
-            b, dc = current[prefix]
-            if len(b) * (p.shape[0] + p.shape[1]) < p.shape[0] * p.shape[1]:
-                # [B, n] products: MKL runs these about twice as fast as [n, B]
-                term = ((dc @ d.T) * (b @ a.T)).sum(0)
-            else:
-                term = ((a @ p.grad.T) * d).sum(1)
-            term = term.reshape(tasks, -1).sum(1)
-        dots = term if dots is None else dots + term
-    if dots is None:
-        return torch.zeros(tasks)
-    return dots
-
-
-def factors_reproduce_gradient(
-    current: dict[str, tuple[Tensor, Tensor]], params: dict[str, nn.Parameter]
-) -> Tensor:
-    """A 0-d bool tensor: ``Σ_i d_i b_iᵀ`` equals every Linear weight's ``.grad`` (so the loss
-    the loop differentiated is a sum over the recorded rows and nothing else touched the
-    weights, e.g. a penalty on them). Checked at every step; a few ``B x in x out`` products."""
-    ok = torch.ones((), dtype=torch.bool)
-    for name, p in params.items():
-        prefix, kind = _layer_of(name)
-        if kind != "weight":
-            continue
-        if p.grad is None or prefix not in current:
-            return torch.zeros((), dtype=torch.bool)
-        b, dc = current[prefix]
-        got = dc.T @ b
-        tolerance = 1e-4 * got.abs().amax().clamp(min=1e-12) + 1e-7
-        ok = ok.to(got.device) & ((got - p.grad).abs().amax() <= tolerance)
-    return ok
 
 
 def memory_gradients(
@@ -209,7 +131,7 @@ def memory_gradients(
 
     Two exact routes. When every trainable parameter belongs to a plain ``nn.Linear`` layer
     (called once on all samples, no batch normalisation): one forward and one backward pass over
-    all memories, then one batched matrix product per layer (:func:`memory_factors`, :func:`assemble_memory_gradients`).
+    all memories, then one batched matrix product per layer (:func:`_linear_memory_gradients`).
     Otherwise ``torch.func.vmap`` over ``torch.func.grad`` of one task's loss: batched matrix
     products too, each task's backward seeing only its own samples. Both cost one forward and one
     backward pass per memory sample, the same arithmetic as a loop of one backward pass per task
@@ -223,9 +145,9 @@ def memory_gradients(
         out = torch.empty(len(x), size, dtype=p.dtype, device=p.device)
     linears = samplewise_linears(model, params)
     if linears is not None:
-        factors = memory_factors(model, x, y, weights, masks, linears)
-        if factors is not None:
-            return assemble_memory_gradients(*factors, params, len(x), out)
+        done = _linear_memory_gradients(model, x, y, weights, masks, params, linears, out)
+        if done is not None:
+            return done
     from torch.func import functional_call, grad, vmap  # imported on first use: ~1 s
 
     detached = {n: p.detach() for n, p in params.items()}
@@ -319,22 +241,13 @@ class GEM(Strategy):
             small gradients (late in training every ``|g_k|² ≪ 1e-3``), and then the constraints
             hold only up to ``1e-3 · v_k``; the relative ridge keeps the same small
             perturbation at every scale.
-        factored_check: check the constraints without forming ``G`` (an exact identity, not in
-            the paper; :func:`factored_dots`): when the model is plain Linear layers, ``<g_k,
-            g>`` is computed from the memories' and the batch's per-sample factors, and the
-            memories' weight gradients are formed only on the steps where some constraint is
-            violated (the QP needs them). ``False``: form ``G`` at every step, as the paper
-            and the authors' code do. Both give the same decisions up to float rounding of
-            ``<g_k, g>`` near 0.
 
     Memory: the most recent ``memory_per_task`` training samples of each task (a ring buffer
     filled as batches arrive, as in the authors' code; the paper leaves the choice open).
     ``info()`` reports the time per step split into current gradient, memory gradients (with
     the constraint check), QP (dual QP and projection) and update (the optimizer step), and the
-    stored samples put through a forward and a backward pass to the layers' outputs
-    (``memory_sample_passes``), of which those whose weight gradients were also formed
-    (``memory_gradient_samples``; all of them without the factored check): the work ``make
-    bench`` counts. ``factored_checks``: steps checked with the factored gradient. No timer synchronises a GPU: the step's one host synchronisation is
+    stored samples put through forward and backward passes (``memory_sample_passes``, the work
+    ``make bench`` counts). No timer synchronises a GPU: the step's one host synchronisation is
     the constraint check, so on a GPU the split is exact only at that point.
     """
 
@@ -358,7 +271,6 @@ class GEM(Strategy):
         margin: float = 0.5,
         ridge: float = 1e-6,
         absolute_ridge: bool = False,
-        factored_check: bool = True,
     ) -> None:
         if memory_per_task < 1:
             raise ConfigError(f"gem: memory_per_task must be at least 1, got {memory_per_task}")
@@ -370,7 +282,6 @@ class GEM(Strategy):
         self.margin = margin
         self.ridge = ridge
         self.absolute_ridge = bool(absolute_ridge)
-        self.factored_check = bool(factored_check)
         self.memory = EpisodicMemory(memory_per_task)
         self.seconds = dict.fromkeys(
             ("current_gradient", "memory_gradients", "qp", "update", "memory_update"), 0.0
@@ -379,36 +290,12 @@ class GEM(Strategy):
         self.constrained_steps = 0  # steps with at least one past task
         self.qp_solves = 0  # steps on which some constraint was violated
         self.memory_sample_passes = 0  # stored samples put through forward + backward
-        self.memory_gradient_samples = 0  # stored samples whose weight gradients were formed
-        self.factored_checks = 0  # steps whose constraint check used the factored gradient
         self._mark = 0.0
         self._buffer: Tensor | None = None
-        self._recorder: LinearRecorder | None = None
-        self._linears_key: tuple | None = None
-        self._linears_found: dict[str, nn.Linear] | None = None
-
-    def _linears(self, model: nn.Module, params: dict[str, nn.Parameter]):
-        """The model's Linear layers when it fits the factored route (cached per parameter set)."""
-        key = (id(model), tuple(id(p) for p in params.values()))
-        if self._linears_key != key:
-            self._linears_key = key
-            self._linears_found = samplewise_linears(model, params)
-        return self._linears_found
 
     def loss(self, model: nn.Module, batch: Batch, task: Task) -> Tensor:
-        """The batch's loss; when past memories exist and the model is made of plain Linear
-        layers, its forward pass is recorded (:class:`LinearRecorder`) so that the constraint
-        check can use the batch's gradient in factored form (:func:`factored_dots`)."""
         self._mark = time.perf_counter()
-        linears = None
-        if self.factored_check and self.memory.rows_except(task.id):
-            linears = self._linears(model, trainable(model))
-        if linears is None:
-            self._recorder = None
-            return super().loss(model, batch, task)
-        self._recorder = LinearRecorder(linears)
-        with self._recorder:
-            return super().loss(model, batch, task)
+        return super().loss(model, batch, task)
 
     def _scratch(self, tasks: int, params: dict[str, nn.Parameter]) -> Tensor:
         """A reused ``[tasks, n_params]`` buffer for the memory gradients (a fresh 7 MB tensor
@@ -429,7 +316,6 @@ class GEM(Strategy):
     def after_backward(self, model: nn.Module, batch: Batch, task: Task) -> None:
         start = time.perf_counter()
         self.seconds["current_gradient"] += start - self._mark
-        recorder, self._recorder = self._recorder, None
         rows = self.memory.rows_except(task.id)
         if rows:
             device = self.memory.y.device
@@ -444,52 +330,31 @@ class GEM(Strategy):
                 ids = torch.tensor([self.memory.task_ids[r] for r in rows], device=device)
                 masks = self.stream.column_mask(ids)
             params = trainable(model)
-            x, y, weights = self.memory.x[index], self.memory.y[index], self.memory.weights(rows)
-            scratch = self._scratch(len(rows), params)
-            linears = self._linears(model, params)
-            factors = (
-                None if linears is None else memory_factors(model, x, y, weights, masks, linears)
+            past = memory_gradients(
+                model,
+                self.memory.x[index],
+                self.memory.y[index],
+                self.memory.weights(rows),
+                masks,
+                out=self._scratch(len(rows), params),
             )
-            current = None if recorder is None or factors is None else recorder.factors()
-            past = None
-            if current is not None and current.keys() == factors[0].keys():
-                # G g from the factors; G itself only when some constraint is violated
-                dots = factored_dots(*factors, current, params, len(rows))
-                fine, same = torch.stack(
-                    [(dots >= 0).all(), factors_reproduce_gradient(current, params)]
-                ).tolist()  # the step's one host synchronisation
-                if same:
-                    self.factored_checks += 1
-                    if not fine:
-                        past = assemble_memory_gradients(*factors, params, len(rows), scratch)
-                    violated = not fine
-                else:
-                    current = None
-            if current is None:
-                if factors is not None:
-                    past = assemble_memory_gradients(*factors, params, len(rows), scratch)
-                else:
-                    past = memory_gradients(model, x, y, weights, masks, out=scratch)
-                violated = True  # decided below from G g
+            g = flat_grad(params)
+            dots = past @ g
+            # The step's one host synchronisation: whether a QP is needed. On a GPU the time
+            # split below is therefore exact only at this point and after the QP.
+            violated = not bool((dots >= 0).all())
             mid = time.perf_counter()
-            if past is not None:
-                self.memory_gradient_samples += self.memory.stored(rows)
-                g = flat_grad(params)
-                dots = past @ g
-                # On the dense route this is the step's one host synchronisation. On a GPU the
-                # time split is therefore exact only at this point and after the QP.
-                violated = not bool((dots >= 0).all())
-                if violated:
-                    projected = solve_gem_dual(
-                        g, past, self.margin, self.ridge, not self.absolute_ridge, dots
-                    )
-                    write_flat_grad(params, projected)
-                    self.qp_solves += 1
+            if violated:
+                projected = solve_gem_dual(
+                    g, past, self.margin, self.ridge, not self.absolute_ridge, dots
+                )
+                write_flat_grad(params, projected)
+                self.qp_solves += 1
             end = time.perf_counter()
             self.seconds["memory_gradients"] += mid - start
             self.seconds["qp"] += end - mid
             self.constrained_steps += 1
-            self.memory_sample_passes += self.memory.stored(rows)
+            self.memory_sample_passes += sum(self.memory.counts[r] for r in rows)
         self._mark = time.perf_counter()
 
     def after_step(self, model: nn.Module, batch: Batch, task: Task) -> None:
@@ -501,8 +366,7 @@ class GEM(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         """As the base class, without the scratch buffer (it holds nothing between steps)."""
-        skip = ("_buffer", "_recorder", "_linears_key", "_linears_found")
-        return {k: v for k, v in super().state_dict().items() if k not in skip}
+        return {k: v for k, v in super().state_dict().items() if k != "_buffer"}
 
     def info(self) -> dict[str, Any]:
         per_step = {k: 1000 * v / max(self.steps, 1) for k, v in self.seconds.items()}
@@ -516,8 +380,6 @@ class GEM(Strategy):
             "constrained_steps": self.constrained_steps,
             "qp_solves": self.qp_solves,
             "memory_sample_passes": self.memory_sample_passes,
-            "memory_gradient_samples": self.memory_gradient_samples,
-            "factored_checks": self.factored_checks,
             "seconds": dict(self.seconds),
             "ms_per_step": per_step,
             "ms_per_constrained_step": per_constrained,
