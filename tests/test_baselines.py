@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from lifelong.cli import main
+from lifelong.errors import ConfigError
 from lifelong.metrics import summarize
 from lifelong.runner import learn_stream
 from lifelong.strategies import STRATEGIES, create_strategy
 from lifelong.strategies.baselines import Cumulative, Finetune, Independent, Joint
+from lifelong.streams import build_stream
 from lifelong.train import TrainConfig
 
 SMALL = TrainConfig(epochs=1, batch_size=10, lr=0.1)
@@ -88,9 +90,12 @@ def test_cumulative_trains_on_everything_seen_so_far(digits_stream):
     assert dict(strategy.steps) == {0: 20, 1: 40, 2: 60}
 
 
-def test_independent_has_a_fresh_model_per_task(digits_stream):
+def test_independent_has_a_fresh_model_per_task():
+    stream = build_stream(
+        "permuted", "digits", tasks=3, scenario="task", train_samples=200, test_samples=100
+    )
     strategy = recording(Independent)
-    result = learn_stream(digits_stream, strategy, hidden=[32], train=SMALL, seed=0)
+    result = learn_stream(stream, strategy, hidden=[32], train=SMALL, seed=0)
     assert strategy.started_from_initial == [True, True, True]
     r = np.array(result.accuracy_matrix)
     # a task is evaluated with the initial weights until learned, then with its own model
@@ -103,8 +108,17 @@ def test_independent_has_a_fresh_model_per_task(digits_stream):
     assert set(result.not_applicable) == {"bwt", "fwt", "forgetting"}
     assert result.metrics()["bwt"] is None
     assert r[3].min() > r[0].max()  # every task learned
-    n = 64 * 32 + 32 + 32 * 10 + 10
+    n = 64 * 32 + 32 + 32 * 30 + 30  # three heads of 10 columns
     assert result.extra == {"stored_parameters": 3 * n}
+
+
+@pytest.mark.parametrize("scenario", ["domain", "class"])
+def test_independent_refuses_scenarios_without_task_identity(scenario):
+    """Its own model per task is chosen by the task id, which only the task scenario gives at
+    test time. Seen to fail with ``scenarios`` left at the default (it ran, as an oracle)."""
+    stream = build_stream("split", "digits", tasks=2, scenario=scenario, test_samples=20)
+    with pytest.raises(ConfigError, match="task scenario"):
+        learn_stream(stream, "independent", hidden=[8], train=SMALL, seed=0)
 
 
 def test_cumulative_forgets_less_than_finetune(digits_stream):

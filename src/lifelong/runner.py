@@ -180,7 +180,7 @@ def learn_stream(
     if stream.scenario not in strategy.scenarios:
         raise ConfigError(
             f"strategy {strategy.name!r} works in the {', '.join(strategy.scenarios)} scenario(s), "
-            f"not {stream.scenario!r}"
+            f"not {stream.scenario!r}; use --scenario {strategy.scenarios[0]} or leave it out"
         )
     seed_everything(seed)
     stream = stream.to(dev) if dev.type != "cpu" else stream
