@@ -147,6 +147,8 @@ def table(data: str, stream: str) -> str:
             # a study made before a strategy was restricted to fewer scenarios still holds it
             entry = studies[scenario]["strategies"].get(spec) if scenario in scenarios else None
             cells += [_cell(entry, "acc"), _cell(entry, "bwt"), _chosen(entry)]
+        if all(cell in ("—", "") for cell in cells):
+            continue  # not run in any scenario of this table
         name = spec.partition(":")[0]
         lines.append(f"| {group} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
