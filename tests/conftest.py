@@ -7,8 +7,11 @@ sets it to ``../shared/data``) and are skipped with the reason when it is unset 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots without a display, before matplotlib loads
@@ -16,10 +19,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # plots without a display, before ma
 # tiny, and on a shared 2-core machine two spinning OpenMP threads per process made them up to
 # 25x slower. Results are compared only between processes with the same setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The per-user cache (decoded copies of the data files, lifelong.data.files.decoded_dir) is a
+# folder of this test session, removed at its end, never the user's own ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lifelong-tests-cache-")
 
 import pytest
 
 from lifelong.streams import Stream, build_stream
+
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 SHARED_DATA_ENV = "LIFELONG_SHARED_DATA"
 

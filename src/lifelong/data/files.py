@@ -10,7 +10,8 @@ On disk the files sit under one *data directory* in this layout::
 :func:`require_files` is the one gate every loader passes: it returns the paths only when each file
 exists and has its official md5, and otherwise raises a one-line :class:`DataError` saying what to
 run. A file once verified is remembered by (path, size, mtime) for the life of the process, so
-loading the same data set again does not hash it again.
+loading the same data set again does not hash it again. Decoded copies of compressed files are
+kept in the per-user cache (:func:`decoded_dir`), never in the data directory.
 """
 
 from __future__ import annotations
@@ -270,10 +271,24 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     from_env = os.environ.get(DATA_DIR_ENV, "")
     if from_env:
         return Path(from_env).expanduser()
+    return user_cache_dir()
+
+
+def user_cache_dir() -> Path:
+    """The per-user cache: ``$XDG_CACHE_HOME/lifelong`` (an absolute path), else
+    ``~/.cache/lifelong``."""
     xdg_cache = os.environ.get("XDG_CACHE_HOME", "")
     if xdg_cache and Path(xdg_cache).is_absolute():
         return Path(xdg_cache) / "lifelong"
     return Path.home() / ".cache" / "lifelong"
+
+
+def decoded_dir(name: str) -> Path:
+    """Where decoded copies of data set ``name``'s compressed files are kept: the per-user cache
+    (``~/.cache/lifelong/decoded/mnist``), whatever the data directory, which may be read-only or
+    shared. The copies are named after the compressed files' md5, so one copy serves every data
+    directory that holds the same files."""
+    return user_cache_dir() / "decoded" / dataset_files(name).folder
 
 
 def dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:

@@ -5,12 +5,19 @@ IDX layout (LeCun et al., http://yann.lecun.com/exdb/mnist/): a 4-byte magic num
 then the values in row-major (C) order. Only dtype code ``0x08`` (unsigned byte) is used by these
 data sets and accepted here. The payload is decompressed straight into one buffer and viewed with
 :func:`numpy.frombuffer`, without per-sample Python.
+
+:func:`load_idx_dataset` decompresses each file once and keeps the plain IDX file it holds (see
+:func:`read_idx_cached`): later processes map that copy instead of decompressing again (MNIST:
+about 0.02 instead of 0.25 CPU seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
+import mmap
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -20,8 +27,9 @@ import numpy as np
 import torch
 
 from lifelong.data.base import ImageDataset
-from lifelong.data.files import require_files
+from lifelong.data.files import dataset_files, decoded_dir, require_files
 from lifelong.errors import DataError, UnknownNameError
+from lifelong.results import atomic_write_bytes
 
 IDX_UBYTE = 0x08
 """IDX dtype code of unsigned 8-bit integers."""
@@ -95,7 +103,18 @@ def read_idx_pair(
     images_path: str | Path, labels_path: str | Path, n_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images ``uint8 [N, H, W]`` and labels ``int64 [N]`` from two IDX files, cross-checked."""
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    return _checked_pair(
+        read_idx(images_path), read_idx(labels_path), images_path, labels_path, n_classes
+    )
+
+
+def _checked_pair(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    images_path: str | Path,
+    labels_path: str | Path,
+    n_classes: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim != 3:
         raise _bad_file(Path(images_path), f"has shape {tuple(images.shape)}, not [N, H, W]")
     if labels.ndim != 1:
@@ -111,19 +130,82 @@ def read_idx_pair(
     return images, labels
 
 
+def read_idx_cached(path: Path, md5: str, cache_dir: Path) -> torch.Tensor:
+    """:func:`read_idx` of the verified file ``path`` (whose md5 is ``md5``), through a decoded copy.
+
+    The copy is the plain IDX file the gzip file holds, ``cache_dir/NAME.<md5>`` (e.g.
+    ``train-images-idx3-ubyte.f68b...``), written atomically the first time. It is used only
+    when its length and CRC-32 equal those the gzip file's trailer records for its content, so a
+    replaced gzip file is never served an old copy and a truncated or damaged copy is decoded and
+    written again. It is mapped copy-on-write (the returned tensor may be changed without
+    touching the file) and holds only numbers: nothing in it is ever run. When ``cache_dir``
+    cannot be written (read-only, a full disk), the file is decoded without keeping a copy.
+    """
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(-8, os.SEEK_END)
+            expected = struct.unpack("<II", stream.read(8))  # CRC-32, length mod 2**32
+    except OSError:
+        return read_idx(path)  # it raises the one-line error naming the file
+    copy = cache_dir / f"{path.name.removesuffix('.gz')}.{md5}"
+    tensor = _map_decoded(copy, expected)
+    if tensor is not None:
+        return tensor
+    tensor = read_idx(path)
+    header = bytes([0, 0, IDX_UBYTE, tensor.ndim]) + struct.pack(f">{tensor.ndim}I", *tensor.shape)
+    content = header + tensor.numpy().tobytes()
+    if (zlib.crc32(content), len(content) % 2**32) == expected:  # one gzip member, as always
+        with contextlib.suppress(OSError):  # no copy kept; the next process decodes again
+            atomic_write_bytes(copy, content)
+    return tensor
+
+
+def _map_decoded(path: Path, expected: tuple[int, int]) -> torch.Tensor | None:
+    """The tensor in the decoded copy at ``path``, or ``None`` if it is missing, unreadable, or
+    its CRC-32 and length (``expected``) or its IDX header do not match."""
+    try:
+        with open(path, "rb") as stream:
+            mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):  # missing, unreadable, or empty (which mmap refuses)
+        return None
+    size = len(mapped)
+    ndim = mapped[3] if size >= 4 else 0
+    offset = 4 + 4 * ndim
+    valid = (
+        (zlib.crc32(mapped), size % 2**32) == expected
+        and ndim > 0
+        and size >= offset
+        and mapped[:3] == bytes([0, 0, IDX_UBYTE])
+    )
+    dims = struct.unpack_from(f">{ndim}I", mapped, 4) if valid else ()
+    if not valid or offset + math.prod(dims) != size:
+        mapped.close()
+        return None
+    array = np.frombuffer(mapped, dtype=np.uint8, offset=offset).reshape(dims)
+    return torch.from_numpy(array)
+
+
 def load_idx_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
     """MNIST or Fashion-MNIST (``name``) from verified IDX files under ``data_dir``.
 
     Returns 60,000 training and 10,000 test images (``uint8 [N, 28, 28]``, values 0-255) with
     ``int64`` labels in 0-9. Files are checked against their official md5 first (see
-    :func:`lifelong.data.files.require_files`).
+    :func:`lifelong.data.files.require_files`), then read through their decoded copies (see
+    :func:`read_idx_cached`) in the per-user cache (:func:`lifelong.data.files.decoded_dir`).
     """
     if name not in IDX_DATASETS:
         raise UnknownNameError("IDX data set", name, IDX_DATASETS)
     paths = require_files(name, data_dir)
+    md5s = {f.name: f.md5 for f in dataset_files(name).files}
+    cache_dir = decoded_dir(name)
     n_classes = 10
-    x_train, y_train = read_idx_pair(*(paths[f] for f in _SPLIT_FILES["train"]), n_classes)
-    x_test, y_test = read_idx_pair(*(paths[f] for f in _SPLIT_FILES["test"]), n_classes)
+
+    def pair(images: str, labels: str) -> tuple[torch.Tensor, torch.Tensor]:
+        read = (read_idx_cached(paths[f], md5s[f], cache_dir) for f in (images, labels))
+        return _checked_pair(*read, paths[images], paths[labels], n_classes)
+
+    x_train, y_train = pair(*_SPLIT_FILES["train"])
+    x_test, y_test = pair(*_SPLIT_FILES["test"])
     return ImageDataset(
         name=name,
         x_train=x_train,
