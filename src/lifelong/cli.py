@@ -7,7 +7,10 @@ traceback. Ctrl-C keeps the results of finished tasks (exit status 130).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -253,9 +256,38 @@ def _progress(quiet: bool) -> list:
     return [] if quiet else [ProgressBar()]
 
 
+_imports_frozen = False
+
+
+@contextlib.contextmanager
+def _frozen_imports() -> Iterator[None]:
+    """Import with the cyclic garbage collector paused, then freeze every object alive.
+
+    torch and the library leave about 165,000 long-lived objects, which the collector would walk
+    during the imports (about 0.1 CPU seconds), at each full collection of the run, and several
+    times at interpreter exit (about 0.3 s); frozen (``gc.freeze``), they are never walked again.
+    Only the first time in a process, so that a program calling :func:`main` repeatedly never
+    freezes the garbage of its earlier calls.
+    """
+    global _imports_frozen
+    if _imports_frozen:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
+    _imports_frozen = True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from lifelong.config import RunConfig, load_config_file
-    from lifelong.experiment import load_run_config, new_run_dir, run_experiment
+    with _frozen_imports():
+        from lifelong.config import RunConfig, load_config_file
+        from lifelong.experiment import load_run_config, new_run_dir, run_experiment
 
     if args.resume:
         given = [k for k in RUN_FLAGS if hasattr(args, k)]
