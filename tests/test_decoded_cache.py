@@ -90,7 +90,7 @@ def test_later_loads_map_the_copy_and_get_identical_tensors(tmp_path, cache_home
     """The second load reads no gzip file and returns the same tensors as a fresh decode.
 
     Caught (checked): reading the copy at offset 0 instead of after its header (wrong shape);
-    not writing the copy (the second load decodes again, and read_idx below is refused)."""
+    not writing the copy (the second load decodes again, which is refused below)."""
     paths = write_dataset(tmp_path / "data", monkeypatch, seed=0)
     want = fresh(paths)
     assert_identical(tensors(load_idx_dataset("mnist", tmp_path / "data")), want)
@@ -103,7 +103,7 @@ def test_later_loads_map_the_copy_and_get_identical_tensors(tmp_path, cache_home
     def no_decoding(path):
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(idx, "read_idx", no_decoding)
+    monkeypatch.setattr(idx, "_decompress", no_decoding)
     second = load_idx_dataset("mnist", tmp_path / "data")
     assert_identical(tensors(second), want)
     written = {copy: copy.read_bytes() for copy in copies()}

@@ -51,7 +51,12 @@ def read_idx(path: str | Path) -> torch.Tensor:
     Raises :class:`DataError` naming the file if it is missing, not gzip, truncated, fails the gzip
     CRC, has a bad header, or holds more or fewer values than its header announces.
     """
-    path = Path(path)
+    return _as_tensor(*_decompress(Path(path)))
+
+
+def _decompress(path: Path) -> tuple[bytearray, tuple[int, ...]]:
+    """The whole uncompressed content of the gzip IDX file at ``path`` (header and values, in one
+    buffer) and its shape; raises :class:`DataError` as :func:`read_idx` says."""
     try:
         with gzip.open(path, "rb") as stream:
             dims = _read_header(stream, path)
@@ -63,8 +68,10 @@ def read_idx(path: str | Path) -> torch.Tensor:
                     f"header announces shape {dims} ({count:,} bytes), more than a file of "
                     f"{path.stat().st_size:,} bytes can hold",
                 )
-            buffer = bytearray(count)
-            view = memoryview(buffer)
+            header = _header(dims)
+            buffer = bytearray(len(header) + count)
+            buffer[: len(header)] = header
+            view = memoryview(buffer)[len(header) :]
             filled = 0
             while filled < count:
                 read = stream.readinto(view[filled:])
@@ -79,7 +86,18 @@ def read_idx(path: str | Path) -> torch.Tensor:
         raise DataError(f"{path} does not exist; check the path") from error
     except (OSError, EOFError, zlib.error) as error:
         raise _bad_file(path, f"is not a complete gzip file ({error})") from error
-    return torch.from_numpy(np.frombuffer(buffer, dtype=np.uint8).reshape(dims))
+    return buffer, dims
+
+
+def _header(dims: tuple[int, ...]) -> bytes:
+    """The IDX header of ``uint8`` values of shape ``dims``."""
+    return bytes([0, 0, IDX_UBYTE, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+
+
+def _as_tensor(content: bytearray | mmap.mmap, dims: tuple[int, ...]) -> torch.Tensor:
+    """The values of a whole IDX file's ``content`` as a tensor sharing its memory."""
+    offset = 4 + 4 * len(dims)
+    return torch.from_numpy(np.frombuffer(content, dtype=np.uint8, offset=offset).reshape(dims))
 
 
 def _read_header(stream: BinaryIO, path: Path) -> tuple[int, ...]:
@@ -151,13 +169,11 @@ def read_idx_cached(path: Path, md5: str, cache_dir: Path) -> torch.Tensor:
     tensor = _map_decoded(copy, expected)
     if tensor is not None:
         return tensor
-    tensor = read_idx(path)
-    header = bytes([0, 0, IDX_UBYTE, tensor.ndim]) + struct.pack(f">{tensor.ndim}I", *tensor.shape)
-    content = header + tensor.numpy().tobytes()
+    content, dims = _decompress(path)
     if (zlib.crc32(content), len(content) % 2**32) == expected:  # one gzip member, as always
         with contextlib.suppress(OSError):  # no copy kept; the next process decodes again
             atomic_write_bytes(copy, content)
-    return tensor
+    return _as_tensor(content, dims)
 
 
 def _map_decoded(path: Path, expected: tuple[int, int]) -> torch.Tensor | None:
@@ -170,19 +186,17 @@ def _map_decoded(path: Path, expected: tuple[int, int]) -> torch.Tensor | None:
         return None
     size = len(mapped)
     ndim = mapped[3] if size >= 4 else 0
-    offset = 4 + 4 * ndim
     valid = (
         (zlib.crc32(mapped), size % 2**32) == expected
         and ndim > 0
-        and size >= offset
+        and size >= 4 + 4 * ndim
         and mapped[:3] == bytes([0, 0, IDX_UBYTE])
     )
     dims = struct.unpack_from(f">{ndim}I", mapped, 4) if valid else ()
-    if not valid or offset + math.prod(dims) != size:
+    if not valid or 4 + 4 * ndim + math.prod(dims) != size:
         mapped.close()
         return None
-    array = np.frombuffer(mapped, dtype=np.uint8, offset=offset).reshape(dims)
-    return torch.from_numpy(array)
+    return _as_tensor(mapped, dims)
 
 
 def load_idx_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
