@@ -126,7 +126,8 @@ def child(args: argparse.Namespace) -> None:
     cpu = _count_cpu_seconds()
     before = matmul_rate()
     with contextlib.redirect_stdout(io.StringIO()):
-        code = cli_main(cli_args)
+        sys.argv = ["lifelong", *cli_args]  # as the `lifelong` command runs (its own process)
+        code = cli_main()
     after = matmul_rate()
     payload = {
         "exit_code": code,

@@ -147,7 +147,8 @@ def child(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     start_main, children_main = time.process_time(), _children_cpu()
     with contextlib.redirect_stdout(io.StringIO()):
-        code = cli.main(cli_args)
+        sys.argv = ["lifelong", *cli_args]  # as the `lifelong` command runs (its own process)
+        code = cli.main()
     main_cpu = time.process_time() - start_main + _children_cpu() - children_main
     if code != 0:
         raise SystemExit(f"overhead: the run failed (exit {code})")

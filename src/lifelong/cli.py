@@ -256,7 +256,9 @@ def _progress(quiet: bool) -> list:
     return [] if quiet else [ProgressBar()]
 
 
-_imports_frozen = False
+_gc_state = {"own_process": False, "frozen": False}
+"""``own_process``: :func:`main` runs as the ``lifelong`` command (no ``argv`` given), so the
+process is ours; ``frozen``: the imports were frozen already."""
 
 
 @contextlib.contextmanager
@@ -266,11 +268,10 @@ def _frozen_imports() -> Iterator[None]:
     torch and the library leave about 165,000 long-lived objects, which the collector would walk
     during the imports (about 0.1 CPU seconds), at each full collection of the run, and several
     times at interpreter exit (about 0.3 s); frozen (``gc.freeze``), they are never walked again.
-    Only the first time in a process, so that a program calling :func:`main` repeatedly never
-    freezes the garbage of its earlier calls.
+    Only in the ``lifelong`` command's own process and only once: a program that calls
+    ``main(argv)`` keeps its collector as it is (a freeze would also keep its objects alive).
     """
-    global _imports_frozen
-    if _imports_frozen:
+    if _gc_state["frozen"] or not _gc_state["own_process"]:
         yield
         return
     enabled = gc.isenabled()
@@ -281,7 +282,7 @@ def _frozen_imports() -> Iterator[None]:
         if enabled:
             gc.enable()
     gc.freeze()
-    _imports_frozen = True
+    _gc_state["frozen"] = True
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -514,6 +515,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``lifelong`` command; ``argv`` defaults to the process's own arguments."""
+    if argv is None:
+        _gc_state["own_process"] = True
     args = build_parser().parse_args(argv)
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
