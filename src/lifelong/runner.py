@@ -177,11 +177,7 @@ def learn_stream(
     strategy = create_strategy(strategy) if isinstance(strategy, str) else strategy
     train = train or TrainConfig(**strategy.train_defaults)
     label = label or strategy.name
-    if stream.scenario not in strategy.scenarios:
-        raise ConfigError(
-            f"strategy {strategy.name!r} works in the {', '.join(strategy.scenarios)} scenario(s), "
-            f"not {stream.scenario!r}; use --scenario {strategy.scenarios[0]} or leave it out"
-        )
+    strategy.check_scenario(stream.scenario)
     seed_everything(seed)
     stream = stream.to(dev) if dev.type != "cpu" else stream
     if model is None:

@@ -266,27 +266,6 @@ def _absolute_data_dir(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_compatible(config: RunConfig) -> None:
-    """What RunConfig leaves to run time but costs nothing to check: stream x data x strategy."""
-    from lifelong.strategies import STRATEGIES
-    from lifelong.streams import STREAMS
-
-    entry = STREAMS[config.stream]
-    if config.data not in entry.data:
-        raise ConfigError(
-            f"stream {config.stream!r} does not work on data {config.data!r}; "
-            f"use one of: {', '.join(entry.data)}"
-        )
-    scenario = config.scenario or entry.scenario
-    for spec in config.strategies:
-        scenarios = STRATEGIES[spec.name].scenarios
-        if scenario not in scenarios:
-            raise ConfigError(
-                f"strategy {spec.label!r} works in the {', '.join(scenarios)} scenario(s), "
-                f"not {scenario!r}"
-            )
-
-
 def build_sweep(base: dict[str, Any], grid: dict[str, list[Any]], source: str | Path = "") -> Sweep:
     """Expand and validate every job; raise one :class:`ConfigError` listing all problems.
 
@@ -317,8 +296,7 @@ def build_sweep(base: dict[str, Any], grid: dict[str, list[Any]], source: str | 
     problems: dict[str, list[str]] = {}
     for name, values in zip(names, points, strict=True):
         try:
-            config = RunConfig.from_dict({**base, **values})
-            _check_compatible(config)
+            config = RunConfig.from_dict({**base, **values})  # validates every combination
         except LifelongError as err:
             problems.setdefault(str(err).splitlines()[0], []).append(name)
             continue

@@ -244,6 +244,15 @@ class Strategy:
         """Real training examples the strategy keeps now (0: none)."""
         return 0
 
+    @classmethod
+    def check_scenario(cls, scenario: str, label: str | None = None) -> None:
+        """Refuse a scenario the method does not run in, in one line that names the flag."""
+        if scenario not in cls.scenarios:
+            raise ConfigError(
+                f"strategy {label or cls.name!r} works in the {', '.join(cls.scenarios)} "
+                f"scenario(s), not {scenario!r}; use --scenario {cls.scenarios[0]} or leave it out"
+            )
+
     # ---- randomness ----------------------------------------------------------------------------
     def seed(self, seed: int) -> None:
         """Seed :attr:`generator` from the run seed (the runner calls this before ``prepare``)."""
