@@ -310,6 +310,17 @@ def table(rows: list[dict], report_s: float | None, args: argparse.Namespace) ->
     return "\n".join(lines)
 
 
+def best_cpu_seconds(fn, repeats: int) -> float:
+    """The least CPU time of ``repeats`` calls of ``fn``, after one warm-up call."""
+    fn()
+    spent = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        spent = min(spent, time.process_time() - start)
+    return spent
+
+
 def eval_profile(repeats: int = 15) -> str:
     """Where evaluation time goes, per 10,000-image permuted-MNIST task (best of ``repeats``,
     CPU seconds, one thread): the whole ``evaluate_stream`` of one task; making the model's
@@ -334,13 +345,7 @@ def eval_profile(repeats: int = 15) -> str:
     w, b = model.features[1].weight.detach(), model.features[1].bias.detach()
 
     def best(fn) -> float:
-        fn()
-        spent = float("inf")
-        for _ in range(repeats):
-            start = time.process_time()
-            fn()
-            spent = min(spent, time.process_time() - start)
-        return spent
+        return best_cpu_seconds(fn, repeats)
 
     with torch.inference_mode():
         timings = {
@@ -388,13 +393,7 @@ def gem_profile(repeats: int = 10, tasks: int = 19) -> str:
     wgrad = out[:, : layer.weight.numel()].view(tasks, *layer.weight.shape)
 
     def best(fn) -> float:
-        fn()
-        spent = float("inf")
-        for _ in range(repeats):
-            start = time.process_time()
-            fn()
-            spent = min(spent, time.process_time() - start)
-        return spent
+        return best_cpu_seconds(fn, repeats)
 
     timings = {
         "memory gradients (all past tasks)": best(

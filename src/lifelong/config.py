@@ -280,11 +280,7 @@ class RunConfig:
             self.train_config(spec)  # validates the overrides
             create_strategy(spec.name, spec.params)  # validates names and types of settings
         entry = STREAMS[self.stream]  # stream x data x strategy: costs nothing to check now
-        if self.data not in entry.data:
-            raise ConfigError(
-                f"stream {self.stream!r} does not work on data {self.data!r}; "
-                f"use one of: {', '.join(entry.data)}"
-            )
+        entry.check_data(self.data)
         for spec in self.strategies:
             STRATEGIES[spec.name].check_scenario(self.scenario or entry.scenario, spec.label)
         self._check_study()

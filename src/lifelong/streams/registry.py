@@ -81,6 +81,14 @@ class StreamEntry:
     options: tuple[str, ...] | None  # accepted option names (None: the generator checks)
     input_kind: str = "image"  # what its tasks' inputs are; picks the default model
 
+    def check_data(self, data: str) -> None:
+        """Refuse a data set this stream does not work on, naming the ones it does."""
+        if data not in self.data:
+            raise ConfigError(
+                f"stream {self.name!r} does not work on data {data!r}; "
+                f"use one of: {', '.join(self.data)}"
+            )
+
 
 STREAMS: dict[str, StreamEntry] = {}
 IMAGE_DATA = ("digits", "mnist", "fashion-mnist")
@@ -127,10 +135,7 @@ def build_stream(
         raise UnknownNameError("stream", name, list(STREAMS))
     entry = STREAMS[name]
     data = data or entry.data[0]
-    if data not in entry.data:
-        raise ConfigError(
-            f"stream {name!r} does not work on data {data!r}; use one of: {', '.join(entry.data)}"
-        )
+    entry.check_data(data)
     scenario = scenario or entry.scenario
     if scenario not in SCENARIOS:
         raise UnknownNameError("scenario", scenario, list(SCENARIOS))
