@@ -123,6 +123,14 @@ def child(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     if not args.report:
         cli_args.append("--no-report")
+    # As the `lifelong` command's own process: torch and the library imported with the garbage
+    # collector paused, then frozen (cli._frozen_imports), here before the rate measurement.
+    from lifelong import cli
+
+    cli._gc_state["own_process"] = True
+    with cli._frozen_imports():
+        import lifelong.config
+        import lifelong.experiment  # noqa: F401
     cpu = _count_cpu_seconds()
     before = matmul_rate()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -454,6 +462,10 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.eval_profile or args.gem_profile:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.eval_profile:
         print(eval_profile())
         return

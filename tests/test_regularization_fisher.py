@@ -114,6 +114,23 @@ def test_diagonal_fisher_true_and_empirical_match_the_loop_with_the_same_labels(
         torch.testing.assert_close(true[name], ref, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_sampled_labels_are_torch_multinomials_draws_bit_for_bit(seed) -> None:
+    """The draw that avoids a host read on a GPU gives, on a CPU, the labels (and leaves the
+    generator in the state) that ``torch.multinomial`` does; a different method of sampling
+    (inverse CDF, say) passes the range checks of the test above but fails here."""
+    torch.manual_seed(seed)
+    model = mlp().double()
+    x, _ = data(40, seed)
+    ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    got = sample_labels(model, x, (1, 6), ours)
+    with torch.no_grad():
+        probs = F.softmax(model(x)[:, 1:6], dim=1)
+    want = torch.multinomial(probs, 1, generator=theirs).squeeze(1) + 1
+    assert torch.equal(got, want)
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
 def test_fisher_on_a_subset_of_samples() -> None:
     torch.manual_seed(0)
     model = mlp().double()

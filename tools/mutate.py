@@ -51,6 +51,7 @@ ONLINE = f"{FR}::test_online_ewc_decays_the_running_fisher_and_anchors_at_the_la
 MAS = f"{FR}::test_mas_accumulates_over_three_tasks_from_per_sample_gradients"
 SI = f"{FR}::test_si_importance_over_two_tasks_with_xi_and_reset"
 RW = "tests/test_regularization_rwalk_scp.py"
+HOST = "tests/test_host_reads.py"
 MUTATIONS = [
     m(
         "persample: tied weights kept on the fast route",
@@ -297,6 +298,45 @@ MUTATIONS = [
         'if self.keep == "task" else',
         "if True else",
         OV,
+    ),
+    m(
+        "train: the loss read at every step again",
+        "src/lifelong/train.py",
+        "                    pending.append((self.step + 1, loss.detach()))\n",
+        "                    pending.append((self.step + 1, loss.detach()))\n"
+        "                    loss.item()\n",
+        HOST,
+    ),
+    m(
+        "train: the end-of-fit read of the pending losses dropped",
+        "src/lifelong/train.py",
+        "            raise\n        self._read_losses(pending, task, data)\n",
+        "            raise\n",
+        f"{HOST}::test_deferred_losses_are_the_per_step_losses_in_order",
+    ),
+    m(
+        "agem: the projection behind a branch again",
+        f"{S}/memory/agem.py",
+        "        write_flat_grad(params, projected)\n",
+        "        if changed:\n            write_flat_grad(params, projected)\n",
+        HOST,
+    ),
+    m(
+        "buffer: an early return read from the device",
+        f"{S}/memory/buffer.py",
+        "    order = torch.argsort(slots, stable=True)\n",
+        "    if not (slots >= 0).any():\n        return slots >= 0\n"
+        "    order = torch.argsort(slots, stable=True)\n",
+        HOST,
+    ),
+    m(
+        "ewc: true-Fisher labels by inverse CDF",
+        f"{S}/regularization/persample.py",
+        "    q = torch.empty(probs.shape, dtype=probs.dtype).exponential_(generator=generator)\n"
+        "    return (probs / q.to(probs.device, non_blocking=True)).argmax(1) + start\n",
+        "    u = torch.rand(len(probs), 1, dtype=probs.dtype, generator=generator)\n"
+        "    return (probs.cumsum(1) < u).sum(1).clamp(max=probs.shape[1] - 1) + start\n",
+        f"{FISH}::test_sampled_labels_are_torch_multinomials_draws_bit_for_bit",
     ),
 ]
 

@@ -61,7 +61,8 @@ class Callback:
         """A pass of ``steps`` optimizer steps over task ``task``'s training data begins."""
 
     def step(self, run: RunInfo, task: int, step: int, loss: float) -> None:
-        """After optimizer step ``step`` (counted over the whole stream)."""
+        """After optimizer step ``step`` (counted over the whole stream); on a GPU steps arrive
+        in order at the loop's reads of its pending losses (:class:`~lifelong.train.Trainer`)."""
 
     def task_end(self, run: RunInfo, task: int, accuracies: list[float]) -> None:
         """After task ``task``: the accuracy on every task of the stream."""

@@ -1,5 +1,5 @@
 """What a run ran on: peak memory per strategy (resident set size on Linux, allocator peak on
-CUDA) and the environment recorded in results.json."""
+CUDA), the environment recorded in results.json, and copies of host-made tensors to a device."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ from lifelong.errors import ResourceError
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _MEMINFO = Path("/proc/meminfo")
 _STATUS = Path("/proc/self/status")
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t``, a tensor the host has just made (indices, counts), on ``device`` without the host
+    waiting for the work queued there. A plain ``.to("cuda")`` from pageable memory waits until
+    every kernel already queued has run; this copies through pinned memory, non-blocking (the
+    caching host allocator keeps the pinned copy until the transfer is done)."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def reset_peak_memory(device: torch.device) -> None:

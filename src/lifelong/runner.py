@@ -166,7 +166,9 @@ def learn_stream(
         checkpoint: if given, a checkpoint is written there after each task and, when the file
             exists, the run resumes from it.
         on_task: called with the partial result after each task (used to save results.json).
-        on_step: called with (global step, loss) after each optimizer step.
+        on_step: called with (global step, loss) for each optimizer step, in order: on a CPU
+            as the step ends, on a GPU at the loop's reads of its pending losses (every 0.25 s,
+            :attr:`~lifelong.train.Trainer.LOSS_READ_SECONDS`), so the host never waits per step.
         callbacks: :class:`~lifelong.callbacks.Callback` objects (progress display, loggers)
             told of every step, task and the end of the run with the label, seed and task.
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lifelong import optimizers
 from lifelong.errors import ConfigError, TrainingDivergedError
@@ -130,7 +130,18 @@ class Trainer:
             of every task from ``seed`` and the task alone, so a task's batches do not depend on
             what earlier tasks trained (a strategy that retrains after pruning, or trains more
             epochs, does not change the batches of later tasks).
+
+    Reading a loss back (``loss.item()``) makes the host wait until the device has finished
+    the step. On a GPU the loop therefore keeps each step's loss on the device and reads all
+    pending ones at once, every :attr:`LOSS_READ_SECONDS`, at the end of every ``fit`` and when
+    a step fails, so that the host queues steps ahead of the device. ``on_step`` gets every
+    step's loss, in order, at those reads (on a CPU, where a read costs nothing, at the end of
+    each step); a loss that is not finite stops training with the step it occurred at.
     """
+
+    LOSS_READ_SECONDS: float | None = None
+    """Seconds between reads of the pending losses; ``None``: 0 on a CPU (every step), 0.25 on
+    other devices (progress displays and loggers are updated this often)."""
 
     def __init__(
         self,
@@ -231,35 +242,60 @@ class Trainer:
         scheduler, per_step = self.scheduler, self._interval == "step"
         model, strategy, eval_every = self.model, self.strategy, self.config.eval_every
         model.train()
-        for _ in range(epochs):
-            for batch in data.batches(self.config.batch_size, generator=self.generator):
-                if steps == 0:
-                    break
-                steps -= 1
-                optimizer.zero_grad(set_to_none=True)
-                loss = strategy.loss(model, batch, task)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise TrainingDivergedError(self._divergence(value, task, batch))
-                loss.backward()
-                strategy.after_backward(model, batch, task)
-                optimizer.step()
-                if scheduler is not None and per_step:
+        pending: list[tuple[int, Tensor]] = []  # (global step, its loss still on the device)
+        last_read, window = time.perf_counter(), self.LOSS_READ_SECONDS
+        try:
+            for _ in range(epochs):
+                for batch in data.batches(self.config.batch_size, generator=self.generator):
+                    if steps == 0:
+                        break
+                    steps -= 1
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = strategy.loss(model, batch, task)
+                    pending.append((self.step + 1, loss.detach()))
+                    if window is None:
+                        window = 0.0 if loss.device.type == "cpu" else 0.25
+                    loss.backward()
+                    strategy.after_backward(model, batch, task)
+                    optimizer.step()
+                    if scheduler is not None and per_step:
+                        scheduler.step()
+                    strategy.after_step(model, batch, task)
+                    self.step += 1
+                    now = time.perf_counter()
+                    if now - last_read >= window or len(pending) >= 1024:
+                        self._read_losses(pending, task, data)
+                        last_read = now
+                    if eval_every and self.step % eval_every == 0:
+                        self._record_curve(task)
+                if scheduler is not None and not per_step:
                     scheduler.step()
-                strategy.after_step(model, batch, task)
-                self.step += 1
-                if self.on_step is not None:
-                    self.on_step(self.step, value)
-                if eval_every and self.step % eval_every == 0:
-                    self._record_curve(task)
-            if scheduler is not None and not per_step:
-                scheduler.step()
+        except BaseException:
+            # A loss that diverged earlier in the window is what made a later step fail (a QP
+            # on NaN gradients, say): report that instead.
+            self._read_losses(pending, task, data)
+            raise
+        self._read_losses(pending, task, data)
 
-    def _divergence(self, value: float, task: Task, batch) -> str:
+    def _read_losses(self, pending: list[tuple[int, Tensor]], task: Task, data: TrainSet) -> None:
+        """Read the pending steps' losses back to the host in one synchronisation; hand them to
+        ``on_step`` in order; stop at the first that is not finite."""
+        if not pending:
+            return
+        losses = [loss for _, loss in pending]
+        values = [losses[0].item()] if len(losses) == 1 else torch.stack(losses).tolist()
+        steps = [step for step, _ in pending]
+        pending.clear()
+        for step, value in zip(steps, values, strict=True):
+            if not math.isfinite(value):
+                raise TrainingDivergedError(self._divergence(value, task, step, data))
+            if self.on_step is not None:
+                self.on_step(step, value)
+
+    def _divergence(self, value: float, task: Task, step: int, data: TrainSet) -> str:
         """Why the loss is not finite: inputs with NaN/inf are named, else the step size."""
-        where = f"{self.label}: the loss became {value} at task {task.id + 1}, step {self.step + 1}"
-        x = batch.x
-        if x.is_floating_point() and not torch.isfinite(x).all():
+        where = f"{self.label}: the loss became {value} at task {task.id + 1}, step {step}"
+        if data.has_non_finite_inputs():
             return f"{where}: the task's inputs contain NaN or infinite values; clean the data"
         return f"{where}; lower the learning rate or the method's strength"
 

@@ -51,6 +51,7 @@ import torch.utils.data
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.resources import to_device
 from lifelong.streams.base import Stream, Task, TaskData
 
 
@@ -89,6 +90,7 @@ class TrainSet:
         self.parts = parts
         self.stream = stream
         self.sizes = [len(data) for _, data in parts]
+        self.total = sum(self.sizes)
         self.offsets = torch.tensor([0, *self.sizes]).cumsum(0)
         self._cache: list[Tensor] | None = None
 
@@ -97,7 +99,7 @@ class TrainSet:
         return cls([(t.id, t.train) for t in tasks], stream)
 
     def __len__(self) -> int:
-        return int(self.offsets[-1])
+        return self.total
 
     def _inputs(self) -> list[Tensor] | None:
         if self._cache is None:
@@ -125,7 +127,7 @@ class TrainSet:
             idx = order[start : start + batch_size]
             if len(self.parts) == 1:
                 task_id, data = self.parts[0]
-                local = idx.to(device)
+                local = to_device(idx, device)
                 x = cache[0][local] if cache is not None else data.inputs(local)
                 y = data.y[local]
                 tids = torch.full((len(idx),), task_id, dtype=torch.long, device=device)
@@ -133,7 +135,7 @@ class TrainSet:
                 which = torch.searchsorted(self.offsets, idx, right=True) - 1
                 xs, ys, ts = [], [], []
                 for p in which.unique().tolist():
-                    local = (idx[which == p] - self.offsets[p]).to(device)
+                    local = to_device(idx[which == p] - self.offsets[p], device)
                     task_id, data = self.parts[p]
                     xs.append(cache[p][local] if cache is not None else data.inputs(local))
                     ys.append(data.y[local])
@@ -141,6 +143,18 @@ class TrainSet:
                 x, y, tids = torch.cat(xs), torch.cat(ys), torch.cat(ts)
             mask = None if full_columns else self.stream.column_mask(tids)
             yield Batch(x, y, tids, mask)
+
+    def has_non_finite_inputs(self) -> bool:
+        """Whether a floating-point input held in memory is NaN or infinite (a user's Dataset,
+        read item by item, is not read for this)."""
+        for _, data in self.parts:
+            if hasattr(data, "dataset"):
+                continue
+            for start in range(0, len(data), 4096):
+                x = data.inputs(slice(start, start + 4096))
+                if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                    return True
+        return False
 
     def _loader_batches(self, batch_size: int, order: Tensor) -> Iterator[Batch]:
         """Mini-batches through a ``DataLoader`` when a part reads a user's Dataset

@@ -17,18 +17,24 @@ import torch
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError
+from lifelong.resources import to_device
 from lifelong.strategies.base import Batch, FitFn, Strategy, masked_logits, register
 from lifelong.strategies.memory.buffer import EpisodicMemory
 from lifelong.strategies.memory.gem import flat_grad, trainable, write_flat_grad
 from lifelong.streams.base import Task
 
 
-def agem_project(g: Tensor, g_ref: Tensor) -> tuple[Tensor, bool]:
-    """``(g~, projected)``: A-GEM's closed-form projection of ``g`` against ``g_ref``."""
+def agem_project(g: Tensor, g_ref: Tensor) -> tuple[Tensor, Tensor]:
+    """``(g~, projected)``: A-GEM's closed-form projection of ``g`` against ``g_ref``, and
+    whether it changed ``g`` (a 0-d bool tensor).
+
+    Written without a branch, ``g~ = g - min(g^T g_ref, 0) / (g_ref^T g_ref) g_ref``: equal to
+    the paper's two cases (the coefficient is exactly 0 when ``g^T g_ref >= 0``), and the host
+    never waits for the device to learn which case holds.
+    """
     dot = torch.dot(g, g_ref)
-    if dot >= 0:
-        return g, False
-    return g - (dot / torch.dot(g_ref, g_ref).clamp(min=torch.finfo(g.dtype).tiny)) * g_ref, True
+    norm = torch.dot(g_ref, g_ref).clamp(min=torch.finfo(g.dtype).tiny)
+    return g - (dot.clamp(max=0) / norm) * g_ref, dot < 0
 
 
 @register
@@ -81,7 +87,7 @@ class AGEM(Strategy):
         stored = self.memory.stored(rows)
         if stored > self.sample_size:
             pick = torch.randperm(stored, generator=self.generator)[: self.sample_size]
-            pick = pick.to(self.memory.y.device)
+            pick = to_device(pick, self.memory.y.device)
             x, y, task_ids = self.memory.gather(rows, pick)
         else:
             x, y, task_ids = self.memory.flat(rows)
@@ -102,9 +108,8 @@ class AGEM(Strategy):
             ]
         )
         projected, changed = agem_project(flat_grad(params), g_ref)
-        if changed:
-            write_flat_grad(params, projected)
-            self.projections += 1
+        write_flat_grad(params, projected)
+        self.projections = changed.long() + self.projections  # a device count: read at task end
         self.steps += 1
 
     def after_task(self, task: Task, model: nn.Module, fit: FitFn) -> None:
@@ -117,6 +122,6 @@ class AGEM(Strategy):
         return {
             "memory": self.memory.describe(),
             "sample_size": self.sample_size,
-            "projected_steps": self.projections,
+            "projected_steps": int(self.projections),
             "constrained_steps": self.steps,
         }

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lifelong.resources import to_device
+
 
 def reservoir_slots(
     seen: int,
@@ -46,15 +48,15 @@ def reservoir_slots(
 
 def last_writer_wins(slots: Tensor) -> Tensor:
     """Boolean mask of the entries of ``slots`` (``-1`` = none) that are the last write to their
-    slot, so that a vectorised scatter does what a sequential loop of writes would do."""
-    keep = slots >= 0
-    if not keep.any():
-        return keep
-    order = torch.arange(len(slots), device=slots.device)
-    valid = slots.clamp(min=0)
-    last = torch.full((int(valid.max()) + 1,), -1, dtype=torch.long, device=slots.device)
-    last.scatter_reduce_(0, valid[keep], order[keep], reduce="amax")
-    return keep & (last[valid] == order)
+    slot, so that a vectorised scatter does what a sequential loop of writes would do (a stable
+    sort groups each slot's writes in order; the last of each group wins)."""
+    order = torch.argsort(slots, stable=True)
+    ordered = slots[order]
+    last = torch.ones_like(ordered, dtype=torch.bool)
+    last[:-1] = ordered[:-1] != ordered[1:]
+    keep = torch.empty_like(last)
+    keep[order] = last & (ordered >= 0)
+    return keep
 
 
 def class_balanced_indices(
@@ -141,12 +143,15 @@ class SampleBuffer:
             self._x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
             self._y = torch.zeros(self.capacity, dtype=y.dtype, device=y.device)
             self._t = torch.zeros(self.capacity, dtype=torch.long, device=y.device)
-        slots = reservoir_slots(self.seen, len(y), self.capacity, y.device, generator)
+        # The slots depend on the CPU generator alone: chosen on the host, they reach the
+        # device as indices, and the host never waits for the device.
+        slots = reservoir_slots(self.seen, len(y), self.capacity, torch.device("cpu"), generator)
         keep = last_writer_wins(slots)
-        slots = slots[keep]
-        self._x[slots] = x.detach()[keep].to(self._x.dtype)  # index assignment copies
-        self._y[slots] = y[keep]
-        self._t[slots] = task_ids[keep]
+        rows = to_device(keep.nonzero().squeeze(1), y.device)
+        slots = to_device(slots[keep], y.device)
+        self._x[slots] = x.detach()[rows].to(self._x.dtype)  # index assignment copies
+        self._y[slots] = y[rows]
+        self._t[slots] = task_ids[rows]
         self.seen += len(y)
         self.size = min(self.seen, self.capacity)
 
@@ -164,7 +169,7 @@ class SampleBuffer:
         them if fewer)."""
         if self.size <= n:
             return self.x, self.y, self.task_ids
-        idx = torch.randperm(self.size, generator=generator)[:n].to(self._y.device)
+        idx = to_device(torch.randperm(self.size, generator=generator)[:n], self._y.device)
         return self._x[idx], self._y[idx], self._t[idx]
 
     def nbytes(self) -> int:
@@ -258,7 +263,7 @@ class EpisodicMemory:
     def weights(self, rows: list[int]) -> Tensor:
         """``[len(rows), per_task]`` weights: ``1 / count`` on stored samples, 0 on empty slots,
         so a weighted sum of per-sample losses is each task's mean memory loss."""
-        counts = torch.tensor([self.counts[r] for r in rows], device=self.y.device)
+        counts = to_device(torch.tensor([self.counts[r] for r in rows]), self.y.device)
         slots = torch.arange(self.per_task, device=self.y.device)
         filled = (slots[None, :] < counts[:, None]).float()
         return filled / counts[:, None].clamp(min=1)
@@ -282,12 +287,12 @@ class EpisodicMemory:
         of up to 19 x 256 stored samples per step; concatenating all of them first would copy
         every stored input at every step)."""
         device = self.y.device
-        counts = torch.tensor([self.counts[r] for r in rows], device=device)
+        counts = to_device(torch.tensor([self.counts[r] for r in rows]), device)
         ends = counts.cumsum(0)
         which = torch.searchsorted(ends, index, right=True)
         slot = index - (ends - counts)[which]
-        row = torch.tensor(rows, device=device)[which]
-        tids = torch.tensor([self.task_ids[r] for r in rows], device=device)[which]
+        row = to_device(torch.tensor(rows), device)[which]
+        tids = to_device(torch.tensor([self.task_ids[r] for r in rows]), device)[which]
         return self.x[row, slot], self.y[row, slot], tids
 
     def describe(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError
+from lifelong.resources import to_device
 from lifelong.strategies.base import Batch, Strategy, register
 from lifelong.strategies.memory.buffer import EpisodicMemory
 from lifelong.strategies.samplewise import linear_inputs_and_output_grads, samplewise_linears
@@ -323,11 +324,11 @@ class GEM(Strategy):
             index = (
                 slice(0, len(rows))
                 if rows == list(range(len(rows)))
-                else torch.tensor(rows, device=device)
+                else to_device(torch.tensor(rows), device)
             )
             masks = None
             if self.stream.scenario == "task":
-                ids = torch.tensor([self.memory.task_ids[r] for r in rows], device=device)
+                ids = to_device(torch.tensor([self.memory.task_ids[r] for r in rows]), device)
                 masks = self.stream.column_mask(ids)
             params = trainable(model)
             past = memory_gradients(

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError
+from lifelong.resources import to_device
 from lifelong.strategies.base import (
     Batch,
     FitFn,
@@ -241,7 +242,7 @@ class GenerativeReplay(Strategy):
         x = self.previous_vae.sample(n, self.stream.input_shape, self.generator)
         if self.stream.scenario == "task":
             task_ids = torch.randint(0, self.tasks_seen - 1, (n,), generator=self.generator)
-            task_ids = task_ids.to(device)
+            task_ids = to_device(task_ids, device)
             mask = self.stream.column_mask(task_ids)
         else:
             task_ids = torch.full((n,), self.tasks_seen - 2, dtype=torch.long, device=device)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError
+from lifelong.resources import to_device
 from lifelong.strategies.base import Batch, FitFn, Strategy, TrainSet, register
 from lifelong.streams.base import Stream, Task, TaskData
 
@@ -138,10 +139,10 @@ class ICaRL(Strategy):
 
     def loss(self, model: nn.Module, batch: Batch, task: Task) -> Tensor:
         logits = self.forward(model, batch.x, batch.task_ids)
-        seen = torch.tensor(self.old_classes + self.new_classes, device=logits.device)
+        seen = to_device(torch.tensor(self.old_classes + self.new_classes), logits.device)
         targets = F.one_hot(batch.y, logits.shape[1]).to(logits.dtype)
         if self.previous is not None and self.old_classes:
-            old = torch.tensor(self.old_classes, device=logits.device)
+            old = to_device(torch.tensor(self.old_classes), logits.device)
             with torch.no_grad():
                 targets[:, old] = torch.sigmoid(
                     self.forward(self.previous, batch.x, batch.task_ids)[:, old]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.errors import ConfigError
+from lifelong.resources import to_device
 from lifelong.strategies.base import Batch, FitFn, Strategy, classification_loss, register
 from lifelong.streams.base import Task
 
@@ -83,7 +84,7 @@ class LwF(Strategy):
         with torch.no_grad():
             old_logits = self.forward(self.previous, batch.x, batch.task_ids)
         for head in self.old_heads:
-            cols = torch.tensor(head, device=logits.device)
+            cols = to_device(torch.tensor(head), logits.device)
             loss = loss + self.lambda_ * distillation_loss(
                 logits[:, cols], old_logits[:, cols], self.temperature
             )

@@ -371,11 +371,17 @@ def sample_labels(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """One label per input drawn from the model's predictive distribution over ``columns``
-    (drawn on the CPU from ``generator``; ``None``: the global torch RNG)."""
+    (drawn on the CPU from ``generator``; ``None``: the global torch RNG).
+
+    The draw is ``torch.multinomial``'s own method for one sample, ``argmax(p / q)`` with
+    ``q ~ Exp(1)`` per class, with ``q`` drawn on the CPU and the rest done where ``p`` is: on a
+    CPU the labels equal ``torch.multinomial(p, 1, generator=generator)`` bit for bit, and on a
+    GPU the host never waits for ``p``."""
     start, stop = columns if columns is not None else (0, None)
     with torch.no_grad():
         probs = F.softmax(model(x)[:, start:stop], dim=1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(x.device) + start
+    q = torch.empty(probs.shape, dtype=probs.dtype).exponential_(generator=generator)
+    return (probs / q.to(probs.device, non_blocking=True)).argmax(1) + start
 
 
 def task_chunks(

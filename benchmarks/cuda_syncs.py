@@ -1,0 +1,81 @@
+"""Host synchronisations inside the training steps on a GPU (issue 17, item 6).
+
+    python benchmarks/cuda_syncs.py [--strategies finetune agem ewc gem replay]
+
+For each strategy, two permuted-digits tasks are trained on ``cuda`` with PyTorch's
+synchronisation debugger on (``torch.cuda.set_sync_debug_mode("warn")``) from the start to the
+end of every ``Trainer.fit``, except while the loop reads its pending losses (once per
+``Trainer.LOSS_READ_SECONDS``, by design). Every warning is one point where the host waited for
+the device; the script prints their count per strategy and where each came from. GEM's one
+check per step (whether its QP is needed) and its QP are expected; any other is a defect.
+
+``tests/test_host_reads.py`` checks the same on a CPU by counting the host's reads of tensor
+values; this script is the device-side check and needs a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import traceback
+import warnings
+
+
+def count_syncs(name: str) -> collections.Counter:
+    import torch
+
+    from lifelong.runner import learn_stream
+    from lifelong.streams import build_stream
+    from lifelong.train import TrainConfig, Trainer
+
+    where: collections.Counter = collections.Counter()
+    fit, read = Trainer.fit, Trainer._read_losses
+
+    def watched_fit(self, *args, **kwargs):
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    def unwatched_read(self, *args, **kwargs):
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            return read(self, *args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if "lifelong" in f.filename]
+        site = f"{frames[-1].filename.split('src/')[-1]}:{frames[-1].lineno}" if frames else "?"
+        where[site] += 1
+
+    stream = build_stream("permuted", "digits", tasks=2, seed=0)
+    Trainer.fit, Trainer._read_losses = watched_fit, unwatched_read
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            learn_stream(stream, name, device="cuda", train=TrainConfig(batch_size=10, lr=0.1))
+    finally:
+        Trainer.fit, Trainer._read_losses = fit, read
+    return where
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", nargs="+", default=["finetune", "agem", "ewc", "gem"])
+    args = parser.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("cuda_syncs: no CUDA device here; run it on a GPU machine")
+    for name in args.strategies:
+        where = count_syncs(name)
+        print(f"{name}: {sum(where.values())} host synchronisations inside fit")
+        for site, n in where.most_common():
+            print(f"    {n:6d}  {site}")
+
+
+if __name__ == "__main__":
+    main()
