@@ -1,7 +1,7 @@
 """Where a run's fixed overhead goes: CPU seconds of each phase of one ``lifelong run``.
 
-The run is the finetune row of ``make bench`` (permuted MNIST, 20 tasks x 1000 samples, MLP
-784-100-100-10, one epoch, ``--no-report``, one torch thread). Each repeat is a fresh process
+The run is one row of ``make bench`` (permuted MNIST, 20 tasks x 1000 samples, MLP
+784-100-100-10, one epoch, ``--no-report``, one torch thread; ``--strategy``, default finetune). Each repeat is a fresh process
 (``--child``) that runs the real command line in-process with the library's phase functions
 wrapped to count CPU time (``time.process_time``; wall time on a shared machine mostly measures
 the other processes):
@@ -25,7 +25,7 @@ The first process on a machine decodes MNIST and writes its decoded copies (see
 ``lifelong.data.idx.read_idx_cached``); every later one maps them: the best of several repeats is
 the warm case.
 
-Usage: python benchmarks/overhead.py [--repeats 5] [--tasks 20] [--data-dir DIR]
+Usage: python benchmarks/overhead.py [--repeats 5] [--tasks 20] [--strategy finetune] [--data-dir DIR]
 Prints, per phase, the best (smallest) and the median of the repeats, and writes
 benchmarks/out/overhead.json.
 """
@@ -142,7 +142,7 @@ def child(args: argparse.Namespace) -> None:
         "run", "--data", "mnist", "--data-dir", args.data_dir, "--stream", "permuted",
         "--tasks", str(args.tasks), "--train-samples", "1000", "--model", "mlp",
         "--hidden", "100", "100", "--epochs", "1", "--batch-size", "10", "--lr", "0.1",
-        "--seed", "0", "--strategy", "finetune", "--out", str(out / "run"), "--quiet",
+        "--seed", "0", "--strategy", args.strategy, "--out", str(out / "run"), "--quiet",
         "--no-report",
     ]  # fmt: skip
     start_main, children_main = time.process_time(), _children_cpu()
@@ -168,6 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--strategy", default="finetune", help="as make bench names it")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -185,7 +186,7 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="lifelong-overhead-") as tmp:
             cmd = [sys.executable, __file__, "--child", "--out", tmp, "--tasks", str(args.tasks)]
-            cmd += ["--data-dir", args.data_dir]
+            cmd += ["--data-dir", args.data_dir, "--strategy", args.strategy]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
@@ -215,7 +216,8 @@ def _report(runs: list[dict], args: argparse.Namespace) -> None:
     print(f"modules first imported during the run: {', '.join(imported) or 'none'}")
     path = HERE / "out" / "overhead.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"tasks": args.tasks, "runs": runs}, indent=1) + "\n")
+    record = {"tasks": args.tasks, "strategy": args.strategy, "runs": runs}
+    path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path}")
 
 

@@ -232,6 +232,26 @@ def test_non_finite_loss_stops_naming_strategy_task_step_and_keeps_finished(digi
     assert (status, rows) == ("failed", 2) and error == message  # task 1's row kept
 
 
+class BadLossThenFailingHook(BadLoss):
+    """A hook that fails on the NaN gradients a diverged loss leaves (as GEM's QP would)."""
+
+    name = "bad-loss-failing-hook-test"
+
+    def after_backward(self, model, batch, task):
+        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in model.parameters()):
+            raise ValueError("a QP on NaN gradients")
+
+
+@pytest.mark.parametrize("window", [0.0, math.inf])  # read every step (CPU), deferred (GPU)
+def test_a_step_failing_after_a_diverged_loss_reports_the_divergence(
+    digits_stream, window, monkeypatch
+):
+    monkeypatch.setattr(Trainer, "LOSS_READ_SECONDS", window)
+    with pytest.raises(TrainingDivergedError, match="task 2, step 24") as info:
+        learn_stream(digits_stream, BadLossThenFailingHook(1, 3), hidden=[16], train=SMALL)
+    assert isinstance(info.value.__context__, ValueError)  # what failed because of it
+
+
 def test_huge_learning_rate_diverges_with_a_clear_message(digits_stream):
     with pytest.raises(
         TrainingDivergedError, match=r"finetune: the loss became .* at task 1, step"

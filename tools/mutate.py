@@ -315,6 +315,13 @@ MUTATIONS = [
         f"{HOST}::test_deferred_losses_are_the_per_step_losses_in_order",
     ),
     m(
+        "train: the pending losses not read when a step fails",
+        "src/lifelong/train.py",
+        "        except Exception:\n",
+        "        except ZeroDivisionError:\n",
+        "tests/test_train.py::test_a_step_failing_after_a_diverged_loss_reports_the_divergence",
+    ),
+    m(
         "agem: the projection behind a branch again",
         f"{S}/memory/agem.py",
         "        write_flat_grad(params, projected)\n",

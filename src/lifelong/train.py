@@ -270,9 +270,9 @@ class Trainer:
                         self._record_curve(task)
                 if scheduler is not None and not per_step:
                     scheduler.step()
-        except BaseException:
+        except Exception:
             # A loss that diverged earlier in the window is what made a later step fail (a QP
-            # on NaN gradients, say): report that instead.
+            # on NaN gradients, say): report that instead. (An interrupt is left as it is.)
             self._read_losses(pending, task, data)
             raise
         self._read_losses(pending, task, data)
