@@ -1,9 +1,10 @@
 """Host synchronisations inside the training steps on a GPU (issue 17, item 6).
 
-    python benchmarks/cuda_syncs.py [--strategies finetune agem ewc gem replay]
+    python benchmarks/cuda_syncs.py [--strategies NAME ...]
 
-For each strategy, two permuted-digits tasks are trained on ``cuda`` with PyTorch's
-synchronisation debugger on (``torch.cuda.set_sync_debug_mode("warn")``) from the start to the
+For each strategy (default: finetune, ewc, agem, gem, replay, lwf, icarl, generative-replay),
+two split-digits tasks (the task scenario, so that column masks are used, where the strategy
+runs in it) are trained on ``cuda`` with PyTorch's synchronisation debugger on (``torch.cuda.set_sync_debug_mode("warn")``) from the start to the
 end of every ``Trainer.fit``, except while the loop reads its pending losses (once per
 ``Trainer.LOSS_READ_SECONDS``, by design). Every warning is one point where the host waited for
 the device; the script prints their count per strategy and where each came from. GEM's one
@@ -17,8 +18,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import traceback
 import warnings
+
+DEFAULT_STRATEGIES = [
+    "finetune", "ewc", "agem", "gem", "replay", "lwf", "icarl", "generative-replay"
+]  # fmt: skip
 
 
 def count_syncs(name: str) -> collections.Counter:
@@ -46,11 +52,18 @@ def count_syncs(name: str) -> collections.Counter:
             torch.cuda.set_sync_debug_mode("warn")
 
     def record(message, category, filename, lineno, file=None, line=None):
-        frames = [f for f in traceback.extract_stack()[:-1] if "lifelong" in f.filename]
+        if "synchroniz" not in str(message):
+            return  # another warning
+        ours = f"{os.sep}lifelong{os.sep}"
+        frames = [f for f in traceback.extract_stack()[:-1] if ours in f.filename]
         site = f"{frames[-1].filename.split('src/')[-1]}:{frames[-1].lineno}" if frames else "?"
         where[site] += 1
 
-    stream = build_stream("permuted", "digits", tasks=2, seed=0)
+    from lifelong.strategies import STRATEGIES
+
+    scenarios = STRATEGIES[name].scenarios
+    scenario = "task" if "task" in scenarios else scenarios[0]
+    stream = build_stream("split", "digits", tasks=2, scenario=scenario, seed=0)
     Trainer.fit, Trainer._read_losses = watched_fit, unwatched_read
     try:
         with warnings.catch_warnings():
@@ -64,7 +77,7 @@ def count_syncs(name: str) -> collections.Counter:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="+", default=["finetune", "agem", "ewc", "gem"])
+    parser.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
     args = parser.parse_args()
     import torch
 

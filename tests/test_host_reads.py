@@ -142,3 +142,79 @@ def test_deferred_losses_are_the_per_step_losses_in_order(name, monkeypatch):
     every_step, deferred = losses(0.0), losses(math.inf)
     assert [s for s, _ in every_step] == list(range(1, len(every_step) + 1))
     assert deferred == every_step
+
+
+# ---- what the deferred read must keep from the per-step read (found in review) ---------------
+WINDOWS = [0.0, math.inf]  # every step (a CPU), one read per fit (as on a GPU)
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_nan_inputs_read_through_a_dataloader_are_named(window, monkeypatch):
+    from torch.utils.data import TensorDataset
+
+    from lifelong.errors import TrainingDivergedError
+    from lifelong.streams import from_datasets
+
+    monkeypatch.setattr(Trainer, "LOSS_READ_SECONDS", window)
+    x, y = torch.rand(40, 6), torch.arange(40) % 2
+    test = TensorDataset(x[:8].clone(), y[:8])  # a test set is read (and checked) up front
+    x[7, 2] = float("nan")  # a training sample, read lazily, batch by batch
+    stream = from_datasets([(TensorDataset(x, y), test)], loader="dataloader")
+    with pytest.raises(TrainingDivergedError, match="inputs contain NaN") as info:
+        learn_stream(stream, "finetune", hidden=[8], train=CONFIG)
+    assert "learning rate" not in str(info.value)
+
+
+class OneElementLoss(STRATEGIES["finetune"]):
+    """A loss of shape ``[1]`` (``backward`` and ``.item()`` accept it)."""
+
+    name = "one-element-loss-test"
+
+    def loss(self, model, batch, task):
+        return super().loss(model, batch, task).reshape(1)
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_a_one_element_loss_is_read_as_a_number(window, monkeypatch):
+    monkeypatch.setattr(Trainer, "LOSS_READ_SECONDS", window)
+    seen: list[float] = []
+    learn_stream(
+        two_tasks("finetune"),
+        OneElementLoss(),
+        hidden=[16],
+        train=CONFIG,
+        on_step=lambda step, loss: seen.append(loss),
+    )
+    assert seen and all(isinstance(v, float) and math.isfinite(v) for v in seen)
+
+
+class NanFromStep(STRATEGIES["finetune"]):
+    """Fine-tuning whose loss is NaN from the ``at``-th step of the second task on."""
+
+    name = "nan-from-step-test"
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def loss(self, model, batch, task):
+        loss = super().loss(model, batch, task)
+        if task.id == 1:
+            self.calls += 1
+            if self.calls >= self.at:
+                return loss * math.nan
+        return loss
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_no_curve_point_is_measured_after_the_loss_diverged(window, monkeypatch):
+    from lifelong.errors import TrainingDivergedError
+
+    monkeypatch.setattr(Trainer, "LOSS_READ_SECONDS", window)
+    results = []
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.05, eval_every=2)
+    with pytest.raises(TrainingDivergedError, match="step 7"):  # 4 steps of task 1, then 3
+        learn_stream(
+            two_tasks("finetune"), NanFromStep(3), hidden=[16], train=config, on_task=results.append
+        )
+    curve_steps = results[-1].curves["step"]
+    assert curve_steps and max(curve_steps) < 7

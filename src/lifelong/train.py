@@ -103,6 +103,15 @@ class TrainConfig:
 
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
 
+Pending = tuple[int, Tensor, "Tensor | None"]
+"""A step not yet read by the host: its global number, its loss and whether its floating-point
+inputs were all finite (both still on the device)."""
+
+
+def _all_finite(x: Tensor) -> Tensor | None:
+    """Whether every input is finite, as a 0-d device tensor (no wait); ``None`` for integers."""
+    return torch.isfinite(x).all() if x.is_floating_point() else None
+
 
 @dataclass
 class Curves:
@@ -136,7 +145,9 @@ class Trainer:
     pending ones at once, every :attr:`LOSS_READ_SECONDS`, at the end of every ``fit`` and when
     a step fails, so that the host queues steps ahead of the device. ``on_step`` gets every
     step's loss, in order, at those reads (on a CPU, where a read costs nothing, at the end of
-    each step); a loss that is not finite stops training with the step it occurred at.
+    each step), and always before a curve point is evaluated. A loss that is not finite stops
+    training at the next read and is reported with the step it occurred at (steps taken after
+    it, at most one read window, are not undone: the run has failed).
     """
 
     LOSS_READ_SECONDS: float | None = None
@@ -242,7 +253,7 @@ class Trainer:
         scheduler, per_step = self.scheduler, self._interval == "step"
         model, strategy, eval_every = self.model, self.strategy, self.config.eval_every
         model.train()
-        pending: list[tuple[int, Tensor]] = []  # (global step, its loss still on the device)
+        pending: list[Pending] = []  # steps whose loss is still on the device
         last_read, window = time.perf_counter(), self.LOSS_READ_SECONDS
         try:
             for _ in range(epochs):
@@ -252,7 +263,7 @@ class Trainer:
                     steps -= 1
                     optimizer.zero_grad(set_to_none=True)
                     loss = strategy.loss(model, batch, task)
-                    pending.append((self.step + 1, loss.detach()))
+                    pending.append((self.step + 1, loss.detach(), _all_finite(batch.x)))
                     if window is None:
                         window = 0.0 if loss.device.type == "cpu" else 0.25
                     loss.backward()
@@ -264,38 +275,45 @@ class Trainer:
                     self.step += 1
                     now = time.perf_counter()
                     if now - last_read >= window or len(pending) >= 1024:
-                        self._read_losses(pending, task, data)
+                        self._read_losses(pending, task)
                         last_read = now
                     if eval_every and self.step % eval_every == 0:
+                        self._read_losses(pending, task)  # no curve point of a diverged model
                         self._record_curve(task)
                 if scheduler is not None and not per_step:
                     scheduler.step()
         except Exception:
             # A loss that diverged earlier in the window is what made a later step fail (a QP
-            # on NaN gradients, say): report that instead. (An interrupt is left as it is.)
-            self._read_losses(pending, task, data)
+            # on NaN gradients, say): report that instead. Any other failure of the read leaves
+            # the step's own error to explain (as does an interrupt).
+            try:
+                self._read_losses(pending, task)
+            except TrainingDivergedError:
+                raise
+            except Exception:
+                pass
             raise
-        self._read_losses(pending, task, data)
+        self._read_losses(pending, task)
 
-    def _read_losses(self, pending: list[tuple[int, Tensor]], task: Task, data: TrainSet) -> None:
+    def _read_losses(self, pending: list[Pending], task: Task) -> None:
         """Read the pending steps' losses back to the host in one synchronisation; hand them to
         ``on_step`` in order; stop at the first that is not finite."""
         if not pending:
             return
-        losses = [loss for _, loss in pending]
+        taken = list(pending)
+        pending.clear()  # read once, even if the read itself fails
+        losses = [loss.reshape(()) for _, loss, _ in taken]
         values = [losses[0].item()] if len(losses) == 1 else torch.stack(losses).tolist()
-        steps = [step for step, _ in pending]
-        pending.clear()
-        for step, value in zip(steps, values, strict=True):
+        for (step, _, inputs_finite), value in zip(taken, values, strict=True):
             if not math.isfinite(value):
-                raise TrainingDivergedError(self._divergence(value, task, step, data))
+                raise TrainingDivergedError(self._divergence(value, task, step, inputs_finite))
             if self.on_step is not None:
                 self.on_step(step, value)
 
-    def _divergence(self, value: float, task: Task, step: int, data: TrainSet) -> str:
+    def _divergence(self, value: float, task: Task, step: int, inputs_finite: Tensor | None) -> str:
         """Why the loss is not finite: inputs with NaN/inf are named, else the step size."""
         where = f"{self.label}: the loss became {value} at task {task.id + 1}, step {step}"
-        if data.has_non_finite_inputs():
+        if inputs_finite is not None and not bool(inputs_finite):
             return f"{where}: the task's inputs contain NaN or infinite values; clean the data"
         return f"{where}; lower the learning rate or the method's strength"
 

@@ -144,18 +144,6 @@ class TrainSet:
             mask = None if full_columns else self.stream.column_mask(tids)
             yield Batch(x, y, tids, mask)
 
-    def has_non_finite_inputs(self) -> bool:
-        """Whether a floating-point input held in memory is NaN or infinite (a user's Dataset,
-        read item by item, is not read for this)."""
-        for _, data in self.parts:
-            if hasattr(data, "dataset"):
-                continue
-            for start in range(0, len(data), 4096):
-                x = data.inputs(slice(start, start + 4096))
-                if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-                    return True
-        return False
-
     def _loader_batches(self, batch_size: int, order: Tensor) -> Iterator[Batch]:
         """Mini-batches through a ``DataLoader`` when a part reads a user's Dataset
         (:class:`~lifelong.streams.custom.DatasetData`): its items are read, and transformed,

@@ -203,6 +203,7 @@ class Stream:
         for task in self.tasks:
             masks[task.id, task.columns[0] : task.columns[1]] = True
         self._column_masks = masks
+        self._column_masks_on: dict[torch.device, Tensor] = {}  # copies on other devices
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -216,8 +217,11 @@ class Stream:
     def column_mask(self, task_ids: Tensor | int) -> Tensor:
         """Boolean mask of the columns each sample may predict: ``[n_outputs]`` or ``[B, n_outputs]``."""
         masks = self._column_masks
-        if isinstance(task_ids, Tensor):
-            masks = masks.to(task_ids.device)
+        if isinstance(task_ids, Tensor) and task_ids.device != masks.device:
+            # one copy per device, made once: a copy at every batch would make the host wait
+            if task_ids.device not in self._column_masks_on:
+                self._column_masks_on[task_ids.device] = masks.to(task_ids.device)
+            masks = self._column_masks_on[task_ids.device]
         return masks[task_ids]
 
     def hold_out(self, fraction: float, seed: int) -> Stream:

@@ -51,6 +51,10 @@ class AGEM(Strategy):
             and A-GEM are compared with equal memory).
         sample_size: samples drawn from the memory per step to estimate ``g_ref`` (paper: 256).
 
+    The projected gradient is written at every constrained step (unchanged values when no
+    projection is needed): a trainable parameter the batch left without a gradient gets a zero
+    one, which an optimizer with momentum or weight decay then moves, as on a projected step.
+
     Memory: at the end of each task ``memory_per_task`` of its training samples, chosen
     uniformly at random (``gem`` keeps each task's most recent samples instead).
     """

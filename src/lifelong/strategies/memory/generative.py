@@ -91,7 +91,9 @@ class VAE(nn.Module):
         """``n`` inputs decoded from the prior (drawn on the CPU from ``generator``): Bernoulli
         means, reshaped to ``shape``."""
         weight = self.to_mean.weight
-        z = torch.randn(n, self.latent, generator=generator, dtype=weight.dtype).to(weight.device)
+        z = to_device(
+            torch.randn(n, self.latent, generator=generator, dtype=weight.dtype), weight.device
+        )
         return torch.sigmoid(self.decoder(z)).reshape(n, *shape)
 
 
@@ -247,7 +249,7 @@ class GenerativeReplay(Strategy):
         else:
             task_ids = torch.full((n,), self.tasks_seen - 2, dtype=torch.long, device=device)
             mask = torch.zeros(n, self.stream.n_outputs, dtype=torch.bool, device=device)
-            mask[:, self.old_columns] = True
+            mask[:, to_device(torch.tensor(self.old_columns), device)] = True
         with torch.no_grad():
             teacher = masked_logits(self.forward(self.previous_solver, x, task_ids), mask)
         return x, teacher, task_ids, mask
