@@ -323,15 +323,15 @@ MUTATIONS = [
     m(
         "train: no record of each step's inputs being finite",
         "src/lifelong/train.py",
-        "loss.detach(), _all_finite(batch.x)))",
+        "loss.detach(), _extremes(batch.x)))",
         "loss.detach(), None))",
         f"{HOST}::test_nan_inputs_read_through_a_dataloader_are_named",
     ),
     m(
         "train: pending losses stacked as they are",
         "src/lifelong/train.py",
-        "losses = [loss.reshape(()) for _, loss, _ in taken]",
-        "losses = [loss for _, loss, _ in taken]",
+        "loss if loss.dim() == 0 else loss.reshape(())",
+        "loss",
         f"{HOST}::test_a_one_element_loss_is_read_as_a_number",
     ),
     m(

@@ -26,8 +26,8 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     waiting for the work queued there. A plain ``.to("cuda")`` from pageable memory waits until
     every kernel already queued has run; this copies through pinned memory, non-blocking (the
     caching host allocator keeps the pinned copy until the transfer is done)."""
-    device = torch.device(device)
-    if device.type != "cuda" or t.device.type != "cpu":
+    device = device if isinstance(device, torch.device) else torch.device(device)
+    if device.type != "cuda" or t.is_cuda:
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
 
