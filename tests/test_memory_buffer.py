@@ -101,6 +101,27 @@ def test_episodic_memory_ring_buffer_and_weights():
     assert memory.rows_except(0) == [1]
 
 
+@pytest.mark.parametrize("per_task", [1, 3, 16])
+def test_ring_buffer_slots_match_a_modular_reference(per_task):
+    """Each write goes to the slots ``(position + k) mod per_task`` (the last ``per_task``
+    samples of a larger batch), batch sizes from 1 to 2 x per_task + 2, wrap-arounds included.
+    Caught: the two contiguous copies with the wrapped part written at the end of the row."""
+    memory = EpisodicMemory(per_task)
+    gen = torch.Generator().manual_seed(per_task)
+    position, ref_x, ref_y = 0, None, None
+    for _ in range(60):
+        n = int(torch.randint(1, 2 * per_task + 3, (1,), generator=gen))
+        x, y = torch.randn(n, 4, generator=gen), torch.randint(0, 9, (n,), generator=gen)
+        if ref_x is None:  # a new row starts as copies of its first sample
+            ref_x, ref_y = x[:1].expand(per_task, 4).clone(), y[:1].expand(per_task).clone()
+        memory.write_recent(0, x, y)
+        kept_x, kept_y = x[-per_task:], y[-per_task:]
+        slots = (position + torch.arange(len(kept_y))) % per_task
+        ref_x[slots], ref_y[slots] = kept_x, kept_y
+        position = (position + len(kept_y)) % per_task
+        assert torch.equal(memory.x[0], ref_x) and torch.equal(memory.y[0], ref_y)
+
+
 def test_herding_mean_approaches_class_mean():
     torch.manual_seed(0)
     features = torch.nn.functional.normalize(torch.randn(400, 16) + 0.5, dim=1)

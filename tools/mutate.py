@@ -357,6 +357,13 @@ MUTATIONS = [
         HOST,
     ),
     m(
+        "buffer: the ring buffer's wrapped part written at the row's end",
+        f"{S}/memory/buffer.py",
+        "        self.x[row, : n - head] = x[head:]\n",
+        "        self.x[row, self.per_task - (n - head) :] = x[head:]\n",
+        "tests/test_memory_buffer.py::test_ring_buffer_slots_match_a_modular_reference",
+    ),
+    m(
         "ewc: true-Fisher labels by inverse CDF",
         f"{S}/regularization/persample.py",
         "    q = torch.empty(probs.shape, dtype=probs.dtype).exponential_(generator=generator)\n"

@@ -239,10 +239,16 @@ class EpisodicMemory:
         self._ensure_row(row, x, y)
         if len(y) > self.per_task:
             x, y = x[-self.per_task :], y[-self.per_task :]
-        slots = (self.positions[row] + torch.arange(len(y), device=y.device)) % self.per_task
-        self.x[row, slots] = x.detach().to(self.x.dtype)  # index assignment copies
-        self.y[row, slots] = y
-        self.positions[row] = (self.positions[row] + len(y)) % self.per_task
+        # The slots from positions[row] on, wrapping at the end: at most two contiguous copies
+        # (an index tensor of slots made this 20x slower, a fifth of a millisecond a step).
+        start, n = self.positions[row], len(y)
+        head = min(n, self.per_task - start)
+        x = x.detach().to(self.x.dtype)
+        self.x[row, start : start + head] = x[:head]
+        self.y[row, start : start + head] = y[:head]
+        self.x[row, : n - head] = x[head:]
+        self.y[row, : n - head] = y[head:]
+        self.positions[row] = (start + n) % self.per_task
         self.counts[row] = min(self.counts[row] + len(y), self.per_task)
 
     def write_all(self, task_id: int, x: Tensor, y: Tensor) -> None:
