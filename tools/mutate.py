@@ -367,7 +367,7 @@ MUTATIONS = [
         "ewc: true-Fisher labels by inverse CDF",
         f"{S}/regularization/persample.py",
         "    q = torch.empty(probs.shape, dtype=probs.dtype).exponential_(generator=generator)\n"
-        "    return (probs / q.to(probs.device, non_blocking=True)).argmax(1) + start\n",
+        "    return (probs / to_device(q, probs.device)).argmax(1) + start\n",
         "    u = torch.rand(len(probs), 1, dtype=probs.dtype, generator=generator)\n"
         "    return (probs.cumsum(1) < u).sum(1).clamp(max=probs.shape[1] - 1) + start\n",
         f"{FISH}::test_sampled_labels_are_torch_multinomials_draws_bit_for_bit",

@@ -355,7 +355,7 @@ class GEM(Strategy):
             self.seconds["memory_gradients"] += mid - start
             self.seconds["qp"] += end - mid
             self.constrained_steps += 1
-            self.memory_sample_passes += sum(self.memory.counts[r] for r in rows)
+            self.memory_sample_passes += self.memory.stored(rows)
         self._mark = time.perf_counter()
 
     def after_step(self, model: nn.Module, batch: Batch, task: Task) -> None:

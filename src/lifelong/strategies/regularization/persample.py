@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lifelong.resources import to_device
 from lifelong.strategies.regularization.anchor import ParamDict, trainable
 from lifelong.strategies.samplewise import linear_inputs_and_output_grads, samplewise_linears
 from lifelong.streams.base import TaskData
@@ -381,7 +382,7 @@ def sample_labels(
     with torch.no_grad():
         probs = F.softmax(model(x)[:, start:stop], dim=1)
     q = torch.empty(probs.shape, dtype=probs.dtype).exponential_(generator=generator)
-    return (probs / q.to(probs.device, non_blocking=True)).argmax(1) + start
+    return (probs / to_device(q, probs.device)).argmax(1) + start
 
 
 def task_chunks(
