@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -9,8 +10,6 @@ import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-
-import torch
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
@@ -25,6 +24,8 @@ def data_dir() -> Path:
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     """Best-of-``repeats`` float32 throughput of an n x n matrix product, in GFLOP/s."""
+    import torch
+
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b  # warm-up
     best = float("inf")
@@ -36,6 +37,8 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def machine() -> dict[str, Any]:
+    import torch
+
     return {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
@@ -43,6 +46,17 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def command_imports() -> contextlib.AbstractContextManager[None]:
+    """The imports of the ``lifelong`` command's own process, for a benchmark child that runs the
+    command in-process (``main()`` with ``sys.argv``): torch and the library imported with the
+    garbage collector paused, then frozen (``lifelong.cli._frozen_imports``). Enter it before
+    anything imports torch (this module does not)."""
+    from lifelong import cli
+
+    cli._gc_state["own_process"] = True  # as main() marks it when run as the command
+    return cli._frozen_imports()
 
 
 def save_json(name: str, payload: dict[str, Any]) -> Path:

@@ -37,19 +37,17 @@ def count_syncs(name: str) -> collections.Counter:
     where: collections.Counter = collections.Counter()
     fit, read = Trainer.fit, Trainer._read_losses
 
-    def watched_fit(self, *args, **kwargs):
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            return fit(self, *args, **kwargs)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+    def in_mode(method, mode: str, after: str):
+        """``method`` run with the synchronisation debugger in ``mode``, then set to ``after``."""
 
-    def unwatched_read(self, *args, **kwargs):
-        torch.cuda.set_sync_debug_mode("default")
-        try:
-            return read(self, *args, **kwargs)
-        finally:
-            torch.cuda.set_sync_debug_mode("warn")
+        def wrapped(self, *args, **kwargs):
+            torch.cuda.set_sync_debug_mode(mode)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(after)
+
+        return wrapped
 
     def record(message, category, filename, lineno, file=None, line=None):
         if "synchroniz" not in str(message):
@@ -64,7 +62,8 @@ def count_syncs(name: str) -> collections.Counter:
     scenarios = STRATEGIES[name].scenarios
     scenario = "task" if "task" in scenarios else scenarios[0]
     stream = build_stream("split", "digits", tasks=2, scenario=scenario, seed=0)
-    Trainer.fit, Trainer._read_losses = watched_fit, unwatched_read
+    Trainer.fit = in_mode(fit, "warn", "default")  # every step watched ...
+    Trainer._read_losses = in_mode(read, "default", "warn")  # ... but the loss reads
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")

@@ -49,7 +49,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import OUT_DIR, data_dir, mlp_forward_flop, mlp_train_flop  # noqa: E402
+from common import (  # noqa: E402
+    OUT_DIR,
+    command_imports,
+    data_dir,
+    mlp_forward_flop,
+    mlp_train_flop,
+)
 
 WIDTHS = [784, 100, 100, 10]
 DEFAULT_STRATEGIES = ["finetune", "gem", "agem", "ewc:lambda=1"]
@@ -137,12 +143,7 @@ def child(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     if not args.report:
         cli_args.append("--no-report")
-    # As the `lifelong` command's own process: torch and the library imported with the garbage
-    # collector paused, then frozen (cli._frozen_imports), here before the rate measurement.
-    from lifelong import cli
-
-    cli._gc_state["own_process"] = True
-    with cli._frozen_imports():
+    with command_imports():  # as the command's own process, before the rate measurement
         import lifelong.config
         import lifelong.experiment  # noqa: F401
     cpu = _count_cpu_seconds()

@@ -49,6 +49,9 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import command_imports, data_dir  # noqa: E402 (imports neither torch nor lifelong)
 
 PHASES = [
     "python start",
@@ -81,9 +84,7 @@ def child(args: argparse.Namespace) -> None:
 
     cli_import = time.process_time() - mark
 
-    # as `lifelong run` imports them: the collector paused, then what was imported frozen
-    frozen_imports = getattr(cli, "_frozen_imports", contextlib.nullcontext)
-    with frozen_imports():
+    with command_imports():  # as `lifelong run` imports them: collector paused, then frozen
         mark = time.process_time()
         import torch  # noqa: F401
 
@@ -174,9 +175,6 @@ def main() -> None:
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.data_dir is None:
-        sys.path.insert(0, str(HERE))
-        from common import data_dir
-
         args.data_dir = str(data_dir())
     if args.child:
         child(args)
