@@ -268,6 +268,17 @@ class RunConfig:
             raise UnknownNameError("model", self.model, list(MODELS))
         if not self.strategies:
             raise ConfigError("no strategy given; use --strategy NAME [NAME ...]")
+        if isinstance(self.strategies, (str, dict)) or not all(
+            isinstance(s, (StrategySpec, str, dict)) for s in self.strategies
+        ):
+            raise ConfigError(
+                "strategies must be a list of names ('ewc', 'ewc:lambda=10'), tables "
+                f"({{'name': 'ewc', 'lambda': 10}}) or StrategySpec objects, got {self.strategies!r}"
+            )
+        specs = tuple(
+            s if isinstance(s, StrategySpec) else StrategySpec.parse(s) for s in self.strategies
+        )
+        object.__setattr__(self, "strategies", specs)
         labels = [s.label for s in self.strategies]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"strategy labels must be distinct, got {labels}")

@@ -7,8 +7,10 @@ so that ``--resume`` continues exactly where a run stopped.
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +80,8 @@ class Checkpoint:
     """What is saved after each task (one ``torch.save``, so shared references survive).
 
     Loaded with :func:`lifelong.checkpoint.load_checkpoint`: plain data, tensors and the
-    library's own safe types only, so a planted pickle never runs."""
+    library's own safe types only, so a planted pickle never runs. ``run`` names the run that
+    wrote it (:func:`run_identity`); :meth:`load` refuses a checkpoint of another run."""
 
     model: nn.Module
     strategy: dict[str, Any]
@@ -86,16 +89,78 @@ class Checkpoint:
     trainer: dict[str, Any]
     result: dict[str, Any]
     rng: dict[str, Any]
+    run: str | None = None  # run_identity() of the run that wrote it (None: an older file)
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(path, checkpoint_bytes(self.__dict__))
 
     @classmethod
-    def load(cls, path: Path, device: torch.device, trusted: Iterable[type] = ()) -> Checkpoint:
-        """Load safely; ``trusted``: classes this process built for the run (the user's model)."""
-        names = tuple(cls.__dataclass_fields__)
-        data = load_checkpoint(path, device, trusted=trusted, keys=names)
-        return cls(**{k: data[k] for k in names})
+    def load(
+        cls, path: Path, device: torch.device, trusted: Iterable[type] = (), run: str | None = None
+    ) -> Checkpoint:
+        """Load safely; ``trusted``: classes this process built for the run (the user's model).
+        ``run``: this run's :func:`run_identity`; a checkpoint written by another run (another
+        strategy, setting, seed, stream or training settings) is refused with one line."""
+        required = tuple(n for n in cls.__dataclass_fields__ if n != "run")
+        data = load_checkpoint(path, device, trusted=trusted, keys=required)
+        written = data.get("run")
+        if run is not None and written is not None and written != run:
+            raise ConfigError(_other_run(path, json.loads(written), json.loads(run)))
+        return cls(**{k: data[k] for k in required}, run=written)
+
+
+def run_identity(strategy: Strategy, seed: int, stream: Stream, train: TrainConfig) -> str:
+    """What makes a run the same run for a resume, as canonical JSON: the strategy's name and
+    settings, the seed, the stream's description and the training settings."""
+    identity = {
+        "strategy": strategy.name,
+        "params": strategy.params(),
+        "seed": seed,
+        "stream": stream.describe(),
+        "train": train.to_dict(),
+    }
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def _other_run(path: Path, written: dict[str, Any], wanted: dict[str, Any]) -> str:
+    order = ("strategy", "params", "seed", "stream", "train")
+    differ = [k for k in order if written.get(k) != wanted.get(k)]
+    shown = ", ".join(
+        f"{k} {_short(written.get(k))} there, {_short(wanted.get(k))} here" for k in differ
+    )
+    return (
+        f"checkpoint {path} was written by another run ({shown}); resume it with the run's own "
+        "settings, or delete it (or give another checkpoint path) to start this run afresh"
+    )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def prescribed_settings(train: TrainConfig | None, strategy: Strategy) -> TrainConfig:
+    """The training settings of a run: ``train`` as given, or, when it is ``None``, the settings
+    the strategy's paper prescribes (``Strategy.train_defaults``) on :class:`TrainConfig`'s
+    defaults. A ``train`` that leaves every prescribed field at TrainConfig's default (a
+    run-wide ``TrainConfig(epochs=3)`` given to generative replay) most likely did not mean to
+    drop them: that case is used as given, with a warning that says how to keep them."""
+    prescribed = strategy.train_defaults
+    if train is None:
+        return TrainConfig(**prescribed)
+    default = TrainConfig()
+    if prescribed and all(
+        getattr(train, k) == getattr(default, k) != v for k, v in prescribed.items()
+    ):
+        wanted = ", ".join(f"{k}={v!r}" for k, v in prescribed.items())
+        warnings.warn(
+            f"{strategy.name}: the train= given leaves its paper's settings ({wanted}) at "
+            "TrainConfig's defaults, so they are not used (the command line uses them); set "
+            "them in train=, or pass train=None",
+            UserWarning,
+            stacklevel=3,
+        )
+    return train
 
 
 def check_user_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
@@ -151,7 +216,10 @@ def learn_stream(
             logits (it is trained in place); ``None``: the default model for the stream's inputs
             (``mlp``; ``memnet`` for bAbI).
         hidden: hidden widths for a registered model.
-        train: training settings (defaults: :class:`~lifelong.train.TrainConfig`).
+        train: training settings, used as given; ``None``: :class:`~lifelong.train.TrainConfig`'s
+            defaults with the settings the strategy's paper prescribes in their place
+            (``Strategy.train_defaults``: generative replay's Adam, lr 0.001, batches of 128,
+            2000 iterations per task), as on the command line (:func:`prescribed_settings`).
         seed: the run seed: it seeds the global generators before the model is built (model
             initialisation), the trainer's batch order and the strategy's own generator; a
             model you built yourself is
@@ -177,7 +245,13 @@ def learn_stream(
     """
     dev = resolve_device(device)
     strategy = create_strategy(strategy) if isinstance(strategy, str) else strategy
-    train = train or TrainConfig(**strategy.train_defaults)
+    if "stream" in vars(strategy):  # set by Strategy.prepare: this object has run before
+        raise ConfigError(
+            f"this {strategy.name} strategy object has already been through a run, and its state "
+            "(memories, penalties, masks) would carry over into this one; create a new one for "
+            f"each run (create_strategy({strategy.name!r}, ...)) or pass the strategy's name"
+        )
+    train = prescribed_settings(train, strategy)
     label = label or strategy.name
     strategy.check_scenario(stream.scenario)
     seed_everything(seed)
@@ -194,6 +268,7 @@ def learn_stream(
             if callable(getattr(module, "reset_parameters", None)):
                 module.reset_parameters()
     model_bytes = tensor_bytes(net)
+    trainable_flags = [(p, p.requires_grad) for p in net.parameters()]
     strategy.seed(seed)
     with strategy.own_rng():
         net = strategy.prepare(net.to(dev), stream)
@@ -202,8 +277,9 @@ def learn_stream(
     result.not_applicable = strategy.not_applicable(stream.scenario)
     reset_peak_memory(dev)
     built = {type(m) for m in net.modules()}  # the user's own model classes may be resumed
+    identity = run_identity(strategy, seed, stream, train)
     state = (
-        Checkpoint.load(checkpoint, dev, built)
+        Checkpoint.load(checkpoint, dev, built, run=identity)
         if checkpoint is not None and checkpoint.exists()
         else None
     )
@@ -277,47 +353,52 @@ def learn_stream(
 
     for cb in callbacks:
         cb.run_start(info, result.tasks_done)
-    for task in stream.tasks[result.tasks_done :]:
-        try:
-            trainer.learn(task)
-        except TrainingDivergedError as err:
+    try:
+        for task in stream.tasks[result.tasks_done :]:
+            try:
+                trainer.learn(task)
+            except TrainingDivergedError as err:
+                record()
+                result.status, result.error = "failed", str(err)
+                if on_task is not None:
+                    on_task(result)
+                for cb in callbacks:
+                    cb.run_end(info, result)
+                raise
+            except KeyboardInterrupt:
+                for cb in callbacks:  # close files and displays; the checkpoint has what finished
+                    cb.run_end(info, result)
+                raise
+            result.accuracy_matrix.append(trainer.evaluate())
+            if validating:
+                result.validation_matrix.append(trainer.evaluate("valid"))
+            for cb in callbacks:
+                cb.task_end(info, task.id, result.accuracy_matrix[-1])
+            result.parameters.append(count_parameters(net))
+            result.stored_examples.append(strategy.stored_examples())
+            result.footprint.append(trainer.footprint)
             record()
-            result.status, result.error = "failed", str(err)
+            if task.id == len(stream) - 1:
+                result.status = "complete"
+            if checkpoint is not None:
+                Checkpoint(
+                    model=net,
+                    strategy=strategy.state_dict(),
+                    optimizer=trainer.optimizer_state(),
+                    trainer={
+                        "step": trainer.step,
+                        "train_seconds": trainer.train_seconds,
+                        "eval_seconds": trainer.eval_seconds,
+                    },
+                    result=result.to_dict(),
+                    rng=rng_state(),
+                    run=identity,
+                ).save(checkpoint)
             if on_task is not None:
                 on_task(result)
-            for cb in callbacks:
-                cb.run_end(info, result)
-            raise
-        except KeyboardInterrupt:
-            for cb in callbacks:  # close files and displays; the checkpoint has what finished
-                cb.run_end(info, result)
-            raise
-        result.accuracy_matrix.append(trainer.evaluate())
-        if validating:
-            result.validation_matrix.append(trainer.evaluate("valid"))
-        for cb in callbacks:
-            cb.task_end(info, task.id, result.accuracy_matrix[-1])
-        result.parameters.append(count_parameters(net))
-        result.stored_examples.append(strategy.stored_examples())
-        result.footprint.append(trainer.footprint)
-        record()
-        if task.id == len(stream) - 1:
-            result.status = "complete"
-        if checkpoint is not None:
-            Checkpoint(
-                model=net,
-                strategy=strategy.state_dict(),
-                optimizer=trainer.optimizer_state(),
-                trainer={
-                    "step": trainer.step,
-                    "train_seconds": trainer.train_seconds,
-                    "eval_seconds": trainer.eval_seconds,
-                },
-                result=result.to_dict(),
-                rng=rng_state(),
-            ).save(checkpoint)
-        if on_task is not None:
-            on_task(result)
+    finally:  # a strategy that freezes parameters (PackNet) leaves your model's flags as found
+        for param, flag in trainable_flags:
+            param.requires_grad_(flag)
     result.status = "complete"
     for cb in callbacks:
         cb.run_end(info, result)

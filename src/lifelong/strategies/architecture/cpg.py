@@ -27,7 +27,7 @@ from lifelong.strategies.architecture.masking import (
     FrozenEntries,
     smallest_magnitudes,
 )
-from lifelong.strategies.architecture.pnn import mlp_widths, route_by_task
+from lifelong.strategies.architecture.pnn import UNLEARNED_TASK_FWT, mlp_widths, route_by_task
 from lifelong.strategies.base import FitFn, Strategy, register
 from lifelong.streams.base import Stream, Task
 
@@ -526,6 +526,9 @@ class CPG(Strategy):
         self.history["parameters_used"].append(used)
         self.history["parameters_free"].append(sum(int((o == FREE).sum()) for o in owners))
         self.history["widths"].append(net.widths)
+
+    def not_applicable(self, scenario: str) -> dict[str, str]:
+        return {"fwt": UNLEARNED_TASK_FWT}
 
     def info(self) -> dict[str, Any]:
         return {key: list(values) for key, values in self.history.items()}

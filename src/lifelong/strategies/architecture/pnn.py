@@ -70,6 +70,14 @@ def route_by_task(
     return out if out is not None else x.new_zeros(len(x), n_outputs, dtype=torch.float32)
 
 
+UNLEARNED_TASK_FWT = (
+    "a task not yet learned has no network of its own and scores 0 in every column, as before "
+    "training (0 by construction)"
+)
+"""Why FWT is undefined for strategies that route each task to its own network
+(:func:`route_by_task`): ``R[j-1, j]`` equals the untrained ``R[0, j]`` exactly."""
+
+
 class LateralAdapter(nn.Module):
     """The non-linear lateral adapter of Eq. 2 into layer i of column k (k >= 2, 1-based).
 
@@ -227,6 +235,9 @@ class PNN(Strategy):
         per_column = [sum(p.numel() for p in c.parameters()) for c in net.columns]
         self.parameters_total.append(sum(per_column))
         self.parameters_used.append([sum(per_column[: j + 1]) for j in range(task.id + 1)])
+
+    def not_applicable(self, scenario: str) -> dict[str, str]:
+        return {"fwt": UNLEARNED_TASK_FWT}
 
     def info(self) -> dict[str, Any]:
         return {
