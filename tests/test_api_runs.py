@@ -111,3 +111,22 @@ def test_run_config_takes_strategy_names() -> None:
     for bad in ("ewc", [3]):
         with pytest.raises(ConfigError, match="strategies must be a list of names"):
             RunConfig(strategies=bad)
+
+
+def test_wrong_arguments_get_one_line_each(task_stream) -> None:
+    cases = [
+        (dict(stream=[1, 2]), "stream must be a lifelong stream"),
+        (dict(strategy=Strategy), "got the class Strategy; pass Strategy"),
+        (dict(strategy=3), "registered name or a lifelong.Strategy"),
+        (dict(seed=-1), "seed must be an integer"),
+        (dict(seed=2**70), "seed must be an integer"),
+        (dict(seed=1.5), "seed must be an integer"),
+        (dict(model=MLP(64, (8,), 9), hidden=[16]), "leave hidden out"),
+    ]
+    for change, message in cases:
+        call = {"stream": task_stream, "strategy": "finetune", **change}
+        with pytest.raises(ConfigError, match=message):
+            learn_stream(call.pop("stream"), call.pop("strategy"), train=CONFIG, **call)
+    import numpy as np
+
+    assert learn_stream(task_stream, "finetune", train=CONFIG, seed=np.int64(3)).tasks_done == 3

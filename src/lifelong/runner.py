@@ -8,6 +8,7 @@ so that ``--resume`` continues exactly where a run stopped.
 from __future__ import annotations
 
 import json
+import numbers
 import random
 import re
 import warnings
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from lifelong.callbacks import Callback, RunInfo
 from lifelong.checkpoint import checkpoint_bytes, load_checkpoint
+from lifelong.config import MAX_INT
 from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.models import build_model, count_parameters, default_model
 from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
@@ -163,6 +165,33 @@ def prescribed_settings(train: TrainConfig | None, strategy: Strategy) -> TrainC
     return train
 
 
+def check_arguments(
+    stream: Any, strategy: Any, model: Any, hidden: list[int] | None, seed: Any
+) -> None:
+    """One line for each mistake in the arguments of :func:`learn_stream` a user can make."""
+    if not isinstance(stream, Stream):
+        raise ConfigError(
+            "stream must be a lifelong stream (build_stream, from_tensors or from_datasets), "
+            f"got {type(stream).__name__}"
+        )
+    if isinstance(strategy, type):
+        raise ConfigError(
+            f"strategy must be a strategy object or name, got the class {strategy.__name__}; "
+            f"pass {strategy.__name__}(...) or its name"
+        )
+    if not isinstance(strategy, (str, Strategy)):
+        raise ConfigError(
+            f"strategy must be a registered name or a lifelong.Strategy, got {type(strategy).__name__}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_INT:
+        raise ConfigError(f"seed must be an integer between 0 and 2**63-1, got {seed!r}")
+    if hidden is not None and isinstance(model, nn.Module):
+        raise ConfigError(
+            "hidden= sets the widths of a registered model; your own module has its own, so "
+            "leave hidden out"
+        )
+
+
 def check_user_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
     """One forward pass on one training sample before training: a model that does not take the
     stream's inputs or return ``[B, n_outputs]`` logits is refused with one line saying what it
@@ -243,6 +272,8 @@ def learn_stream(
     A :class:`~lifelong.errors.TrainingDivergedError` is re-raised after the finished tasks'
     results are stored in the result passed to ``on_task`` (status ``failed``).
     """
+    check_arguments(stream, strategy, model, hidden, seed)
+    seed = int(seed)
     dev = resolve_device(device)
     strategy = create_strategy(strategy) if isinstance(strategy, str) else strategy
     if "stream" in vars(strategy):  # set by Strategy.prepare: this object has run before
