@@ -1,15 +1,18 @@
 """GEM's memory gradients, all past tasks in one pass, against a plain loop of one backward pass
 per task (the definition), to 1e-6.
 
-Both routes of ``memory_gradients`` are checked: the outer-product route (every trainable
-parameter in a plain ``nn.Linear``) and the ``vmap(grad)`` route (any other model). Breaking
-the outer-product route (e.g. dropping the per-sample weights from its loss, or summing the
-weight gradient over all tasks instead of per task) makes ``test_memory_gradients_equal_the_per_task_loop``
-fail; so does making ``samplewise_linears`` accept a batch-norm model
-(``test_batch_norm_model_takes_the_generic_route``).
+All three routes of ``memory_gradients`` are checked: the outer-product route (every trainable
+parameter in a plain ``nn.Linear``), the per-task loop (batch norm in training mode) and the
+``vmap(grad)`` route (any other model). Breaking the outer-product route (e.g. dropping the
+per-sample weights from its loss, or summing the weight gradient over all tasks instead of per
+task) makes ``test_memory_gradients_equal_the_per_task_loop`` fail; so does making
+``samplewise_linears`` accept a batch-norm model (``test_batch_norm_model_takes_the_generic_route``)
+or sending batch-norm models to ``vmap``, which cannot update running statistics in place.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -17,8 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.models import CNN, MLP
-from lifelong.strategies.memory.gem import memory_gradients, trainable
+from lifelong.runner import learn_stream
+from lifelong.strategies.memory.gem import couples_or_mutates, memory_gradients, trainable
 from lifelong.strategies.samplewise import samplewise_linears
+from lifelong.streams import build_stream
+from lifelong.train import TrainConfig
 
 
 def per_task_loop(model: nn.Module, x, y, counts, masks) -> torch.Tensor:
@@ -108,6 +114,18 @@ MODELS = {
         ),
         False,
     ),
+    "batch-norm": (
+        lambda: nn.Sequential(
+            nn.Flatten(), nn.Linear(12, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 6)
+        ),
+        False,
+    ),
+    "batch-norm-2d": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 3, 2), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 6)
+        ),
+        False,
+    ),
 }
 
 
@@ -130,8 +148,12 @@ def test_memory_gradients_equal_the_per_task_loop(name, dtype, task_scenario):
             masks[k, 2 * k : 2 * k + 2] = True
     if masks is None:
         y = torch.randint(0, 6, (tasks, per_task))
-    expected = per_task_loop(model, x, y, counts, masks)
+    reference = copy.deepcopy(model)
+    expected = per_task_loop(reference, x, y, counts, masks)
     batched = memory_gradients(model, x, y, weights, masks)
+    # the same training-mode passes: batch norm's running statistics moved as the loop's did
+    for a, b in zip(model.buffers(), reference.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6 if dtype == torch.float64 else 1e-5)
     assert batched.shape == expected.shape
     if dtype == torch.float64:
         torch.testing.assert_close(batched, expected, rtol=0, atol=1e-6)
@@ -148,6 +170,62 @@ def test_batch_norm_model_takes_the_generic_route():
     """Batch statistics mix the samples of all tasks in one pass: that model must not qualify."""
     model = NormNet()
     assert samplewise_linears(model, trainable(model)) is None
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_memory_gradients_leave_the_current_gradient_alone(name):
+    """GEM calls the routes after the current batch's backward pass: its ``.grad`` must stay."""
+    torch.manual_seed(0)
+    model = MODELS[name][0]()
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    before = [p.grad.clone() for p in model.parameters()]
+    x, y = torch.randn(2, 4, 1, 4, 3), torch.randint(0, 6, (2, 4))
+    memory_gradients(model, x, y, torch.full((2, 4), 0.25), None)
+    for p, g in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.grad, g)
+
+
+def test_which_models_take_the_per_task_loop():
+    """Batch statistics, or running statistics updated in training mode; nothing else."""
+    assert couples_or_mutates(nn.BatchNorm1d(3))
+    assert not couples_or_mutates(nn.BatchNorm1d(3).eval())
+    assert couples_or_mutates(nn.BatchNorm2d(3, track_running_stats=False).eval())
+    assert couples_or_mutates(nn.InstanceNorm1d(3, track_running_stats=True))
+    assert not couples_or_mutates(nn.InstanceNorm1d(3))
+    assert not couples_or_mutates(nn.Sequential(nn.LayerNorm(3), nn.Dropout(0.5)))
+
+
+def test_dropout_model_takes_the_vmap_route():
+    """``vmap`` refuses random operations unless told how to draw them: each task draws its own
+    dropout mask, as each pass of the per-task loop would."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Dropout(0.5), nn.Linear(12, 6)
+    )
+    x, y = torch.randn(3, 5, 1, 4, 3), torch.randint(0, 6, (3, 5))
+    weights = torch.full((3, 5), 0.2)
+    dropped = memory_gradients(model, x, y, weights, None)
+    plain = memory_gradients(model.eval(), x, y, weights, None)
+    assert torch.isfinite(dropped).all() and not torch.allclose(dropped, plain)
+
+
+@pytest.mark.parametrize(("strategy", "memory_passes"), [("gem", 3), ("agem", 2)])
+def test_memory_methods_train_a_batch_norm_model(strategy, memory_passes):
+    """GEM and A-GEM through three split-digits tasks with a batch-norm model. Every memory pass
+    is a training-mode pass (as in the authors' code), so besides the S steps of each task the
+    running statistics count GEM's one pass per past task (S + 2S) and A-GEM's one per step
+    after the first task (2S)."""
+    stream = build_stream("split", "digits", tasks=3, train_samples=60, test_samples=60, seed=0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 9)
+    )
+    result = learn_stream(stream, strategy, model=model, train=TrainConfig(batch_size=10))
+    steps = 60 // 10
+    assert result.extra["constrained_steps"] == 2 * steps
+    assert int(model[2].num_batches_tracked) == 3 * steps + memory_passes * steps
+    final = result.accuracy_matrix[-1]
+    assert len(final) == 3 and min(final) > 0.5  # chance: 1/9 (class scenario)
 
 
 def test_memory_gather_equals_flat_then_index():

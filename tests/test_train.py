@@ -15,7 +15,7 @@ from lifelong.evaluate import evaluate_stream
 from lifelong.models import build_model
 from lifelong.runner import learn_stream
 from lifelong.strategies import Strategy, TrainSet, create_strategy
-from lifelong.streams import build_stream
+from lifelong.streams import build_stream, from_tensors
 from lifelong.train import TrainConfig, Trainer
 
 SMALL = TrainConfig(epochs=1, batch_size=10, lr=0.1)
@@ -306,3 +306,68 @@ def test_evaluation_matches_a_manual_count_and_restores_train_mode(digits_stream
     model.eval()
     evaluate_stream(strategy, model, digits_stream)
     assert not model.training
+
+
+# ---- batch normalisation and batches of one sample ---------------------------------------------
+def bn_stream(*sizes: int):
+    """Random two-class tasks of ``sizes`` training samples each, 4x4 single-channel inputs."""
+    gen = torch.Generator().manual_seed(0)
+    tasks = []
+    for n in sizes:
+        x, y = torch.randn(n + 8, 1, 4, 4, generator=gen), torch.arange(n + 8) % 2
+        tasks.append((x[:n], y[:n], x[n:], y[n:]))
+    return from_tensors(tasks, scenario="domain")
+
+
+BN_MODELS = {
+    "bn-mlp": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)
+    ),
+    "bn-cnn": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)
+    ),
+    "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2)),
+}
+
+
+def test_a_last_batch_of_one_sample_for_batch_norm_is_one_line_naming_task_size_batch_size():
+    """Task 2 (65 = 4 x 16 + 1 samples) ends on a batch of one, which batch norm refuses."""
+    with pytest.raises(ConfigError) as info:
+        learn_stream(
+            bn_stream(64, 65),
+            "finetune",
+            model=BN_MODELS["bn-mlp"](),
+            train=TrainConfig(batch_size=16),
+        )
+    message = str(info.value)
+    assert message.startswith(
+        "finetune: task 2 trains on 65 samples, so batch size 16 leaves a last batch of one "
+        "sample, and the model's batch normalisation cannot train on one sample; choose another "
+        "batch size, e.g. 17 (--batch-size)"
+    )
+    assert "\n" not in message and info.value.__suppress_context__  # no torch traceback
+
+
+def test_a_methods_own_pass_of_one_sample_for_batch_norm_is_named_so():
+    """GEM's memory of one sample per task is one training-mode pass of one sample."""
+    gem = create_strategy("gem", {"memory_per_task": 1})
+    with pytest.raises(ConfigError, match=r"^gem: task 2: one of the method's own training passes"):
+        learn_stream(
+            bn_stream(64, 64), gem, model=BN_MODELS["bn-mlp"](), train=TrainConfig(batch_size=16)
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "sizes", "strategy"),
+    [
+        ("bn-mlp", (64, 66), "finetune"),  # the last batch has two samples
+        ("bn-cnn", (64, 65), "finetune"),  # batch norm over 2x2 positions takes one sample
+        ("mlp", (64, 65), "finetune"),  # no batch norm
+        ("bn-mlp", (64, 65), "replay"),  # task 2's last batch gets a stored sample added
+    ],
+)
+def test_batches_that_batch_norm_can_train_on_are_not_refused(model, sizes, strategy):
+    result = learn_stream(
+        bn_stream(*sizes), strategy, model=BN_MODELS[model](), train=TrainConfig(batch_size=16)
+    )
+    assert len(result.accuracy_matrix) == 3

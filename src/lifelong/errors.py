@@ -12,7 +12,8 @@ class LifelongError(Exception):
 
 
 class ConfigError(LifelongError, ValueError):
-    """An invalid or impossible setting, detected before training starts."""
+    """An invalid or impossible setting, detected before training starts (or, where only a
+    training step can tell, at that step: a batch the model cannot train on)."""
 
 
 class UnknownNameError(ConfigError, KeyError):

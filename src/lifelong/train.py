@@ -25,7 +25,7 @@ from lifelong import optimizers
 from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.evaluate import evaluate_stream
 from lifelong.optimizers import OptimizerFactory, SchedulerFactory
-from lifelong.strategies.base import Strategy, TrainSet, derived_seed
+from lifelong.strategies.base import Batch, Strategy, TrainSet, derived_seed
 from lifelong.streams.base import Stream, Task
 
 if TYPE_CHECKING:
@@ -117,6 +117,18 @@ def _extremes(x: Tensor) -> tuple[Tensor, Tensor] | None:
 
 def _finite(extremes: tuple[Tensor, Tensor] | None) -> bool:
     return extremes is None or all(math.isfinite(v.item()) for v in extremes)
+
+
+ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
+"""How torch's batch norm refuses, in training mode, a batch with one value per channel (one
+sample and no spatial positions)."""
+
+
+def batch_size_for(sizes: set[int], near: int) -> int:
+    """The batch size nearest ``near`` (the larger on a tie) that leaves no batch of one sample
+    for any data set of ``sizes`` samples (each at least 2)."""
+    candidates = sorted(range(2, max(sizes) + 2), key=lambda b: (abs(b - near), -b))
+    return next(b for b in candidates if all(n % b != 1 for n in sizes))
 
 
 @dataclass
@@ -261,6 +273,7 @@ class Trainer:
         model.train()
         pending: list[Pending] = []  # steps whose loss is still on the device
         last_read, window = time.perf_counter(), self.LOSS_READ_SECONDS
+        batch = None
         try:
             for _ in range(epochs):
                 for batch in data.batches(self.config.batch_size, generator=self.generator):
@@ -288,7 +301,7 @@ class Trainer:
                         self._record_curve(task)
                 if scheduler is not None and not per_step:
                     scheduler.step()
-        except Exception:
+        except Exception as err:
             # A loss that diverged earlier in the window is what made a later step fail (a QP
             # on NaN gradients, say): report that instead. Any other failure of the read leaves
             # the step's own error to explain (as does an interrupt).
@@ -298,6 +311,8 @@ class Trainer:
                 raise
             except Exception:
                 pass
+            if isinstance(err, ValueError) and str(err).startswith(ONE_VALUE_PER_CHANNEL):
+                raise ConfigError(self._one_sample(task, len(data), batch)) from None
             raise
         self._read_losses(pending, task)
 
@@ -322,6 +337,40 @@ class Trainer:
         if not inputs_finite:
             return f"{where}: the task's inputs contain NaN or infinite values; clean the data"
         return f"{where}; lower the learning rate or the method's strength"
+
+    def _one_sample(self, task: Task, size: int, batch: Batch | None) -> str:
+        """Why batch norm refused a training-mode pass of one sample, and what to do.
+
+        Caught at the step rather than refused before training: whether a pass of one sample
+        fails depends on the model (batch norm over spatial positions takes one sample), the
+        strategy (replay adds stored samples to the batch; GEM and A-GEM pass memories of their
+        own) and on whether the steps reach the last batch (``iterations``); the failing step
+        alone knows all three. A batch of one sample is the batch size's doing; a larger batch
+        means that one of the method's own passes had one sample."""
+        where = f"{self.label}: task {task.id + 1}"
+        reason = "the model's batch normalisation cannot train on one sample"
+        if batch is None or len(batch) != 1:
+            return (
+                f"{where}: one of the method's own training passes had one sample, and {reason}; "
+                "give the method more samples per pass (its memory) or use a model without "
+                "batch normalisation"
+            )
+        if size == 1:
+            return (
+                f"{where} has one training sample, and {reason}; give the task more samples or "
+                "use a model without batch normalisation"
+            )
+        batch_size = self.config.batch_size
+        if batch_size == 1:
+            what = "batch size 1 gives batches of one sample"
+        else:
+            what = f"batch size {batch_size} leaves a last batch of one sample"
+        sizes = {size, *(n for n in (len(t.train) for t in self.stream.tasks) if n > 1)}
+        return (
+            f"{where} trains on {size} samples, so {what}, and {reason}; choose another batch "
+            f"size, e.g. {batch_size_for(sizes, batch_size)} (--batch-size), or use a model "
+            "without batch normalisation"
+        )
 
     def _record_curve(self, task: Task) -> None:
         accuracies = self.evaluate()

@@ -112,6 +112,52 @@ def _linear_memory_gradients(
     return out
 
 
+def couples_or_mutates(model: nn.Module) -> bool:
+    """Whether a forward pass of ``model`` as it is now normalises over the batch or updates
+    buffers in place: a batch norm layer in training mode (or one without running statistics,
+    which always uses the batch's), or an instance norm layer tracking running statistics in
+    training mode. ``torch.func.vmap`` can do neither (an in-place update of a captured buffer
+    is an error; batch statistics of a padded memory row would take in its empty slots)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+            m.training or not m.track_running_stats
+        ):
+            return True
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and m.track_running_stats:
+            return True
+    return False
+
+
+def _looped_memory_gradients(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    weights: Tensor,
+    masks: Tensor | None,
+    params: dict[str, nn.Parameter],
+    out: Tensor,
+) -> Tensor:
+    """The per-task route of :func:`memory_gradients`: for each task, one ordinary forward pass
+    over its stored samples alone (they form their own batch) and one backward pass, written into
+    its row of ``out``. ``torch.autograd.grad`` returns the gradients without accumulating them,
+    so the parameters' ``.grad`` (GEM's current batch gradient) stays as it was."""
+    counts = (weights > 0).sum(dim=1).tolist()  # stored samples are each row's leading slots
+    leaves = list(params.values())
+    for k, n in enumerate(counts):
+        mask = None if masks is None else masks[k]
+        loss = _task_losses(model(x[k, :n]), y[k, :n], weights[k, :n], mask)
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        offset = 0
+        for g, p in zip(grads, leaves, strict=True):
+            block = out[k, offset : offset + p.numel()]
+            offset += p.numel()
+            if g is None:
+                block.zero_()
+            else:
+                block.copy_(g.reshape(-1))
+    return out
+
+
 def memory_gradients(
     model: nn.Module,
     x: Tensor,
@@ -121,29 +167,37 @@ def memory_gradients(
     out: Tensor | None = None,
 ) -> Tensor:
     """Gradients of every task's memory loss, ``[tasks, n_params]`` (the trainable parameters in
-    ``named_parameters`` order, flattened), all tasks in one pass.
+    ``named_parameters`` order, flattened).
 
     Args:
         x: ``[tasks, per_task, ...]`` stored inputs; y: ``[tasks, per_task]`` labels.
-        weights: ``[tasks, per_task]`` per-sample weights (``1/count`` on stored samples, 0 on
-            empty slots), so each task's loss is the mean cross-entropy over its memory.
+        weights: ``[tasks, per_task]`` per-sample weights (``1/count`` on stored samples, which
+            are each row's leading slots, 0 on empty slots), so each task's loss is the mean
+            cross-entropy over its memory.
         masks: ``[tasks, n_outputs]`` columns each task may predict (task scenario), or ``None``.
         out: a ``[tasks, n_params]`` tensor to write into (e.g. a preallocated buffer).
 
-    Two exact routes. When every trainable parameter belongs to a plain ``nn.Linear`` layer
-    (called once on all samples, no batch normalisation): one forward and one backward pass over
-    all memories, then one batched matrix product per layer (:func:`_linear_memory_gradients`).
-    Otherwise ``torch.func.vmap`` over ``torch.func.grad`` of one task's loss: batched matrix
-    products too, each task's backward seeing only its own samples. Both cost one forward and one
-    backward pass per memory sample, the same arithmetic as a loop of one backward pass per task
-    (a batched vector-Jacobian product over a concatenated forward would instead cost ``tasks``
-    full backward passes).
+    Three exact routes, none of which touches the parameters' ``.grad``. When every trainable
+    parameter belongs to a plain ``nn.Linear`` layer (called once on all samples, no batch
+    normalisation): one forward and one backward pass over all memories, then one batched matrix
+    product per layer (:func:`_linear_memory_gradients`). When the model normalises over the
+    batch or updates buffers in training mode (batch norm: :func:`couples_or_mutates`): a loop
+    of one forward and one backward pass per task, each task's memory its own batch, as in the
+    authors' code (:func:`_looped_memory_gradients`); batch norm's running statistics are then
+    updated by every task's memory pass. Otherwise ``torch.func.vmap`` over ``torch.func.grad``
+    of one task's loss: batched matrix products too, each task's backward seeing only its own
+    samples (dropout draws a mask for each task, as each pass of the loop would). All three
+    cost one forward and one backward pass per memory sample, the same arithmetic (a batched
+    vector-Jacobian product over a concatenated forward would instead cost ``tasks`` full
+    backward passes); the loop does it in ``tasks`` smaller passes, one after another.
     """
     params = trainable(model)
     size = sum(p.numel() for p in params.values())
     if out is None:
         p = next(iter(params.values()))
         out = torch.empty(len(x), size, dtype=p.dtype, device=p.device)
+    if couples_or_mutates(model):
+        return _looped_memory_gradients(model, x, y, weights, masks, params, out)
     linears = samplewise_linears(model, params)
     if linears is not None:
         done = _linear_memory_gradients(model, x, y, weights, masks, params, linears, out)
@@ -158,7 +212,8 @@ def memory_gradients(
         return _task_losses(functional_call(model, (p, buffers), (xs,)), ys, ws, mask)
 
     in_dims = (None, 0, 0, 0, 0 if masks is not None else None)
-    grads = vmap(grad(task_loss), in_dims=in_dims)(detached, x, y, weights, masks)
+    batched = vmap(grad(task_loss), in_dims=in_dims, randomness="different")
+    grads = batched(detached, x, y, weights, masks)
     return torch.cat([g.reshape(len(x), -1) for g in grads.values()], dim=1, out=out)
 
 
@@ -245,6 +300,10 @@ class GEM(Strategy):
 
     Memory: the most recent ``memory_per_task`` training samples of each task (a ring buffer
     filled as batches arrive, as in the authors' code; the paper leaves the choice open).
+    Batch norm: each past task's memory is its own training-mode batch, as in the authors' code,
+    whose memory passes update the running statistics too; there they run before the current
+    batch's pass, here after it (the trainer's loss comes first), so the gradients are the same
+    and the running statistics take the same batches in another order.
     ``info()`` reports the time per step split into current gradient, memory gradients (with
     the constraint check), QP (dual QP and projection) and update (the optimizer step), and the
     stored samples put through forward and backward passes (``memory_sample_passes``, the work
