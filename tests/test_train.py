@@ -40,11 +40,22 @@ def trainer_for(stream, strategy="finetune", config=SMALL, hidden=(16,), seed=0)
         ({"momentum": -1.0}, "momentum"),
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"eval_every": -1}, "--eval-every"),
+        ({"epochs": 1.5}, r"^epochs must be a whole number, got 1.5$"),
+        ({"batch_size": "16"}, r"^batch_size must be a whole number, got '16'$"),
+        ({"lr": "0.1"}, r"^lr must be a number, got '0.1'$"),
+        ({"eval_every": math.inf}, r"^eval_every must be a whole number, got inf$"),
+        ({"reset_optimizer": "no"}, r"^reset_optimizer must be true or false, got 'no'$"),
     ],
 )
 def test_train_config_rejects_impossible_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_train_config_takes_numbers_of_any_kind_as_its_fields_types():
+    config = TrainConfig(epochs=np.int64(2), batch_size=16.0, lr=np.float32(0.5), momentum=0)
+    assert (config.epochs, config.batch_size, config.lr, config.momentum) == (2, 16, 0.5, 0.0)
+    assert [type(v) for v in (config.epochs, config.batch_size, config.lr)] == [int, int, float]
 
 
 def test_train_config_unknown_optimizer_lists_known():

@@ -1,7 +1,8 @@
 """What a new user touches first: top-level names, shell completion, tidy results.
 
 Checked to fail: with ``__init__`` importing ``lifelong.runner`` eagerly, the cheap-import test
-fails; with the accuracy rows dropped from ``tidy_records``, the table test fails.
+fails; with the accuracy rows dropped from ``tidy_records``, the table test fails; with
+``learn_stream`` not giving its seed to the result, the seed test fails (seed None in every row).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 import lifelong
 from lifelong.cli import main
-from lifelong.results import load_records, tidy_records
+from lifelong.results import StrategyResult, load_records, tidy_records
 
 
 def test_import_is_cheap_and_exports_are_lazy():
@@ -65,6 +66,22 @@ def test_results_as_a_tidy_table(tmp_path, digits_stream):
     result = lifelong.learn_stream(digits_stream, "finetune", hidden=[8], seed=1)
     table = result.to_dataframe(seed=1)
     assert len(table[table.metric == "accuracy"]) == 4 * 3
+
+
+def test_a_result_keeps_its_run_seed(digits_stream):
+    result = lifelong.learn_stream(digits_stream, "finetune", hidden=[8], seed=7)
+    assert result.seed == 7 and {r["seed"] for r in result.records()} == {7}
+    assert {r["seed"] for r in result.records(seed=3)} == {3}
+    saved = result.to_dict()
+    assert StrategyResult.from_dict(saved).seed == 7
+    assert {
+        r["seed"] for r in tidy_records({"config": {"seed": 0}, "strategies": {"a": saved}})
+    } == {7}
+    old = {k: v for k, v in saved.items() if k != "seed"}  # a results.json from before
+    assert StrategyResult.from_dict(old).seed is None
+    assert {r["seed"] for r in tidy_records({"config": {"seed": 5}, "strategies": {"a": old}})} == {
+        5
+    }
 
 
 def test_study_results_give_one_row_set_per_seed():

@@ -21,7 +21,7 @@ from typing import Any
 
 from lifelong.errors import ConfigError, UnknownNameError
 from lifelong.optimizers import merge_spec
-from lifelong.train import TRAIN_KEYS, TrainConfig
+from lifelong.train import TRAIN_KEYS, TrainConfig, train_value
 
 MAX_INT = 2**63 - 1  # no setting needs more; larger whole numbers overflow torch and NumPy
 
@@ -190,24 +190,9 @@ def _tuple_of_ints(value: Any, what: str) -> tuple[int, ...] | None:
 
 def _train_value(key: str, value: Any, where: str) -> Any:
     """A per-strategy training override converted to the type of its TrainConfig field."""
-    kind = type(getattr(TrainConfig, key))
-    if kind is bool and isinstance(value, str):
+    if isinstance(getattr(TrainConfig, key), bool) and isinstance(value, str):
         value = parse_value(value)
-    ok = (
-        isinstance(value, bool)
-        if kind is bool
-        else isinstance(value, int | float) and not isinstance(value, bool)
-        if kind in (int, float)
-        else isinstance(value, str)
-    )
-    if ok and kind is int and float(value) != int(value):
-        ok = False
-    if not ok:
-        raise ConfigError(f"{where}{key} must be {_KIND_NAMES[kind]}, got {value!r}")
-    return kind(value)
-
-
-_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}
+    return train_value(key, value, where)
 
 
 @dataclass(frozen=True)

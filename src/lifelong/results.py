@@ -161,6 +161,7 @@ class StrategyResult:
     strategy: str
     params: dict[str, Any]
     train: dict[str, Any]
+    seed: int | None = None  # the run seed (None: a results.json written before it was kept)
     accuracy_matrix: list[list[float]] = field(default_factory=list)
     validation_matrix: list[list[float]] = field(default_factory=list)  # --validation only
     status: str = "partial"  # complete | partial | failed
@@ -210,6 +211,7 @@ class StrategyResult:
                 "strategy": self.strategy,
                 "params": self.params,
                 "train": self.train,
+                "seed": self.seed,
                 "status": self.status,
                 "error": self.error,
                 "tasks_done": self.tasks_done,
@@ -233,8 +235,10 @@ class StrategyResult:
         )
 
     def records(self, setting: str | None = None, seed: int | None = None) -> list[dict[str, Any]]:
-        """Tidy rows of this result (see :func:`tidy_records`)."""
-        return _entry_records(self.to_dict(), setting or self.strategy, seed)
+        """Tidy rows of this result (see :func:`tidy_records`); ``seed`` defaults to the run's."""
+        return _entry_records(
+            self.to_dict(), setting or self.strategy, self.seed if seed is None else seed
+        )
 
     def to_dataframe(self, setting: str | None = None, seed: int | None = None) -> Any:
         """:meth:`records` as a ``pandas.DataFrame`` (needs pandas)."""
@@ -382,7 +386,8 @@ def tidy_records(results: dict[str, Any]) -> list[dict[str, Any]]:
             for seed, seed_entry in per_seed.items():
                 rows += _entry_records(seed_entry, label, int(seed))
         else:
-            rows += _entry_records(entry, label, config_seed)
+            seed = entry.get("seed")
+            rows += _entry_records(entry, label, config_seed if seed is None else seed)
     return rows
 
 

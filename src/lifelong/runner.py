@@ -303,7 +303,9 @@ def learn_stream(
     strategy.seed(seed)
     with strategy.own_rng():
         net = strategy.prepare(net.to(dev), stream)
-    result = StrategyResult(strategy=strategy.name, params=strategy.params(), train=train.to_dict())
+    result = StrategyResult(
+        strategy=strategy.name, params=strategy.params(), train=train.to_dict(), seed=seed
+    )
     result.model_bytes = model_bytes
     result.not_applicable = strategy.not_applicable(stream.scenario)
     reset_peak_memory(dev)

@@ -13,6 +13,7 @@ generators resumes a run exactly.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -74,6 +75,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         optimizers.check_optimizer(self.optimizer)
         optimizers.check_scheduler(self.scheduler)
+        for key in self.__dataclass_fields__:
+            if key not in ("optimizer", "scheduler"):  # specs or factories, checked above
+                object.__setattr__(self, key, train_value(key, getattr(self, key)))
         checks = [
             (self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -102,6 +106,25 @@ class TrainConfig:
 
 
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}
+
+
+def train_value(key: str, value: Any, where: str = "") -> Any:
+    """``value`` as the type of TrainConfig's field ``key`` (a whole float as an int, an int as
+    a float); one :class:`ConfigError` naming the field for any other type."""
+    kind = type(getattr(TrainConfig, key))
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind in (int, float):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if ok and kind is int and not isinstance(value, numbers.Integral):
+            ok = math.isfinite(value) and float(value).is_integer()
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"{where}{key} must be {_KIND_NAMES[kind]}, got {value!r}")
+    return kind(value)
+
 
 Pending = tuple[int, Tensor, "tuple[Tensor, Tensor] | None"]
 """A step not yet read by the host: its global number, its loss and the smallest and largest of

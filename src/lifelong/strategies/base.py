@@ -50,7 +50,7 @@ import torch.nn.functional as F
 import torch.utils.data
 from torch import Tensor, nn
 
-from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.errors import ConfigError, LifelongError, UnknownNameError
 from lifelong.resources import to_device
 from lifelong.streams.base import Stream, Task, TaskData
 
@@ -160,10 +160,16 @@ class TrainSet:
             pin_memory=lazy.pin_memory and device.type == "cuda",
         )
         full_columns = self.stream.scenario != "task"
-        for x, y, tids in loader:
-            x = x.to(device, non_blocking=True)
-            y, tids = y.to(device, non_blocking=True), tids.to(device, non_blocking=True)
-            yield Batch(x, y, tids, None if full_columns else self.stream.column_mask(tids))
+        try:
+            for x, y, tids in loader:
+                x = x.to(device, non_blocking=True)
+                y, tids = y.to(device, non_blocking=True), tids.to(device, non_blocking=True)
+                yield Batch(x, y, tids, None if full_columns else self.stream.column_mask(tids))
+        except LifelongError as error:  # from a worker, torch prepends the worker's traceback
+            message = str(error).rstrip()
+            if "\n" not in message:
+                raise
+            raise type(error)(message.rpartition("\n")[2].partition(": ")[2]) from None
 
 
 class _PartsDataset(torch.utils.data.Dataset):

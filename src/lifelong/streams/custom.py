@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
-from lifelong.errors import ConfigError
+from lifelong.errors import ConfigError, DataError
 from lifelong.streams.base import SCENARIOS, Stream, Task, TaskData
 
 ArrayLike = Tensor | np.ndarray
@@ -19,6 +19,7 @@ ArrayLike = Tensor | np.ndarray
 
 MAX_EXACT_INT = 2**24  # integers a float32 input holds exactly
 MAX_COLUMNS = 100_000  # more output columns than this is a labelling mistake, not a task
+PROBES = 16  # items of a live Dataset read up front: their shapes and labels are checked
 
 
 def _tensor(a: Any, what: str) -> Tensor:
@@ -122,14 +123,68 @@ def check_dataset(dataset: Any, what: str) -> tuple[Any, Any]:
     return item
 
 
-def _labels(dataset: Dataset, what: str) -> Tensor:
-    """Every label, from ``dataset.targets`` when it has them, else one pass over the data."""
-    targets = getattr(dataset, "targets", None)
-    if targets is not None and len(targets) == len(dataset):  # type: ignore[arg-type]
-        return torch.as_tensor(targets).long()
+def _input(x: Any, where: str) -> Tensor:
+    """One input read from a Dataset item as a tensor, else one clear line."""
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{where} has input {x!r}; give numbers") from None
+
+
+def _check_shape(
+    x: Tensor, shape: torch.Size, i: int, what: str, error: type[Exception] = ConfigError
+) -> None:
+    """One clear line (``error``) when sample ``i`` does not have the first sample's ``shape``."""
+    if x.shape != shape:
+        raise error(
+            f"{what}, sample {i}, has shape {list(x.shape)} but sample 0 has {list(shape)}; "
+            "give every sample one shape (resize, crop or pad in __getitem__)"
+        )
+
+
+def _probe(dataset: Dataset, shape: torch.Size, what: str) -> dict[int, int]:
+    """The labels of a few items spread over ``dataset`` (first and last included), whose
+    inputs are checked to have the first sample's ``shape``."""
     n = len(dataset)  # type: ignore[arg-type]
+    rows = sorted({round(k * (n - 1) / (PROBES - 1)) for k in range(PROBES)})
+    labels = {}
+    for i in rows:
+        x, y = dataset[i]
+        _check_shape(_input(x, f"{what}, sample {i},"), shape, i, what)
+        labels[i] = _label(y, f"{what}, sample {i},")
+    return labels
+
+
+def _may_transform_labels(dataset: Dataset) -> bool:
+    """Whether ``__getitem__`` may change the labels ``dataset.targets`` holds: a
+    ``target_transform``, or a joint ``transforms`` other than torchvision's pair of separate
+    transforms without a target transform."""
+    if getattr(dataset, "target_transform", None) is not None:
+        return True
+    joint = getattr(dataset, "transforms", None)
+    return joint is not None and getattr(joint, "target_transform", True) is not None
+
+
+def _labels(dataset: Dataset, probes: dict[int, int], what: str) -> Tensor:
+    """Every label as the items give it. ``dataset.targets`` is read instead of every item only
+    when the Dataset transforms no labels, the targets are valid class labels
+    (:func:`class_labels`) and they agree with the ``probes`` (index -> label read from the
+    item); otherwise every item is read once."""
+    n = len(dataset)  # type: ignore[arg-type]
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and not _may_transform_labels(dataset):
+        try:
+            y = class_labels(torch.as_tensor(targets), what)
+        except (TypeError, ValueError, RuntimeError):  # ConfigError included: read the items
+            y = None
+        if y is not None and len(y) == n and all(int(y[i]) == v for i, v in probes.items()):
+            return y
     return torch.tensor(
-        [_label(dataset[i][1], f"{what}, sample {i},") for i in range(n)], dtype=torch.long
+        [
+            probes[i] if i in probes else _label(dataset[i][1], f"{what}, sample {i},")
+            for i in range(n)
+        ],
+        dtype=torch.long,
     )
 
 
@@ -139,13 +194,9 @@ def dataset_to_tensors(dataset: Dataset, what: str = "a task's Dataset") -> tupl
     xs, ys = [], []
     for i in range(len(dataset)):  # type: ignore[arg-type]  # one pass at stream creation
         x, y = dataset[i]
-        try:
-            xs.append(torch.as_tensor(x))
-        except (TypeError, ValueError, RuntimeError):
-            raise ConfigError(f"{what}, sample {i}, has input {x!r}; give numbers") from None
+        xs.append(_input(x, f"{what}, sample {i},"))
+        _check_shape(xs[-1], xs[0].shape, i, what)
         ys.append(_label(y, f"{what}, sample {i},"))
-    if len({tuple(x.shape) for x in xs}) > 1:
-        raise ConfigError(f"{what}: its samples have different shapes; give one shape")
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
 
@@ -159,11 +210,13 @@ class DatasetData(TaskData):
     Attributes:
         dataset: the user's map-style Dataset of ``(x, y)``.
         num_workers, pin_memory: ``torch.utils.data.DataLoader`` settings for training.
+        what: the Dataset as error messages name it.
     """
 
     dataset: Any = None
     num_workers: int = 0
     pin_memory: bool = False
+    what: str = "a training Dataset"
 
     def __post_init__(self) -> None:
         if len(self.y) != len(self.dataset):
@@ -172,8 +225,10 @@ class DatasetData(TaskData):
             )
 
     def sample(self, i: int) -> Tensor:
-        """Sample ``i`` as the model gets it (the dataset's transform applied now)."""
+        """Sample ``i`` as the model gets it (the dataset's transform applied now); one clear
+        line when its shape differs from the first sample's."""
         x = torch.as_tensor(self.dataset[i][0])
+        _check_shape(x, self.x.shape[1:], i, self.what, DataError)  # one read between probes
         if self.scale is not None:
             return x.to(torch.float32).mul_(self.scale)
         return x if x.dtype == torch.float32 else x.to(torch.float32)  # float64, integers
@@ -299,15 +354,15 @@ def from_datasets(
         probe = check_dataset(train, what)
         live = loader == "dataloader" or (loader == "auto" and not isinstance(train, TensorDataset))
         if live:
-            x0 = torch.as_tensor(probe[0])
+            x0 = _input(probe[0], f"{what}, sample 0,")
             x_train = x0.unsqueeze(0).expand(len(train), *x0.shape)  # a view: no copy
-            y_train = _labels(train, what)
+            y_train = _labels(train, _probe(train, x0.shape, what), what)
         else:
             x_train, y_train = dataset_to_tensors(train, what)
         parts.append((x_train, y_train, *dataset_to_tensors(test, f"task {t}'s test Dataset")))
         lazy.append(train if live else None)
     stream = from_tensors(parts, scenario, **kwargs)
-    for task, dataset in zip(stream.tasks, lazy, strict=True):
+    for t, (task, dataset) in enumerate(zip(stream.tasks, lazy, strict=True)):
         if dataset is not None:
             task.train = DatasetData(
                 x=task.train.x[:1].clone(),
@@ -316,5 +371,6 @@ def from_datasets(
                 dataset=dataset,
                 num_workers=num_workers,
                 pin_memory=pin_memory,
+                what=f"task {t}'s training Dataset",
             )
     return stream
