@@ -11,6 +11,7 @@ PNN's and CPG's ``not_applicable`` removed.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,9 +52,12 @@ def test_a_checkpoint_resumes_only_the_run_that_wrote_it(task_stream, tmp_path: 
     checkpoint = tmp_path / "run.pt"
     done = learn_stream(task_stream, "finetune", train=CONFIG, seed=0, checkpoint=checkpoint)
     for strategy, seed, what in (("replay", 0, "strategy"), ("finetune", 5, "seed")):
-        with pytest.raises(ConfigError, match=f"written by another run \\({what} "):
+        with pytest.raises(ConfigError, match=f"written by another run \\({what}: "):
             learn_stream(task_stream, strategy, train=CONFIG, seed=seed, checkpoint=checkpoint)
-    with pytest.raises(ConfigError, match="another run \\(train "):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("another run (train.batch_size: 16 there, 10 here; train.lr: 0.05 there,"),
+    ):
         learn_stream(task_stream, "finetune", train=TrainConfig(lr=0.5), checkpoint=checkpoint)
     # the same run finds every task done and trains nothing more
     same = learn_stream(task_stream, "finetune", train=CONFIG, seed=0, checkpoint=checkpoint)
@@ -130,3 +134,9 @@ def test_wrong_arguments_get_one_line_each(task_stream) -> None:
     import numpy as np
 
     assert learn_stream(task_stream, "finetune", train=CONFIG, seed=np.int64(3)).tasks_done == 3
+
+
+def test_labels_that_would_share_a_file_are_refused() -> None:
+    with pytest.raises(ConfigError, match="'ewc:lambda=1' and 'ewc/lambda=1' give the same file"):
+        RunConfig(strategies=["ewc:lambda=1", "ewc/lambda=1"])
+    RunConfig(strategies=["ewc:lambda=1", "ewc:lambda=10"])  # distinct names

@@ -119,6 +119,9 @@ def test_planted_pickle_never_executes(plant, finished_run, tmp_path, capsys):
     assert main(["run", "--resume", str(run), "--quiet", "--no-report"]) == 2
     line = one_line(capsys)
     assert "cannot be loaded safely" in line and "Delete it" in line
+    assert "weights_only" not in line, "torch's advice to load the file unsafely is not ours"
+    reason = "not plain data: " if plant is _plant_zip else "not a checkpoint this library wrote"
+    assert reason in line
     assert not marker.exists(), "the planted pickle ran"
     assert snapshot(run) == before
     # the payload is real: an unsafe load runs it

@@ -21,13 +21,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifelong.errors import ConfigError, UnknownNameError
+from lifelong.results import safe_filename
 
 if TYPE_CHECKING:
     from lifelong.results import StrategyResult
@@ -145,10 +145,6 @@ class ProgressBar(Callback):
         tqdm.write(text, file=self.file)
 
 
-def _safe(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label)
-
-
 def _flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in settings.items():
@@ -225,7 +221,7 @@ class TensorBoardLogger(Callback):
         self.writer: Any = None
 
     def run_start(self, run: RunInfo, first_task: int) -> None:
-        self.writer = self._writer_cls(log_dir=str(self.root / _safe(run.label)))
+        self.writer = self._writer_cls(log_dir=str(self.root / safe_filename(run.label)))
         text = json.dumps(run.settings, indent=1, default=str)
         self.writer.add_text("settings", f"```\n{text}\n```")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import importlib
 import io
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,10 @@ def load_checkpoint(
     damaged, from an incompatible version or holds anything outside the allowlist.
     """
     try:
-        with torch.serialization.safe_globals(safe_types(trusted)):
+        with torch.serialization.safe_globals(safe_types(trusted)), warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # the refusal below says all; torch's warnings repeat it
             data = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
@@ -103,13 +107,27 @@ def load_checkpoint(
     return data
 
 
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def _reason(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    if "Unsupported global" in text or "not an allowed global" in text.lower():
-        start = text.find("Unsupported global")
-        return "it holds an object that is not plain data: " + text[start : start + 120].rstrip(
-            ". "
-        )
+    """The informative sentence of a failed safe load, without PyTorch's advice on loading the
+    file unsafely."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    else:
+        kept = [
+            line for line in text.splitlines() if not line.strip().startswith(_TORCH_BOILERPLATE)
+        ]
+        text = " ".join(kept)
+    text = " ".join(text.split()).split(" Check the documentation", 1)[0]
+    text = text.split(". ", 1)[0].rstrip(". ")
+    lowered = text.lower()
+    if "global" in lowered and ("unsupported" in lowered or "not an allowed" in lowered):
+        return f"it holds an object that is not plain data: {text[:120]}"
+    if "unsupported operand" in lowered:
+        return f"it is not a checkpoint this library wrote: {text[:80]}"
     return text[:160] or type(err).__name__
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from lifelong.errors import ConfigError, UnknownNameError
 from lifelong.optimizers import merge_spec
+from lifelong.results import safe_filename
 from lifelong.train import TRAIN_KEYS, TrainConfig, train_value
 
 MAX_INT = 2**63 - 1  # no setting needs more; larger whole numbers overflow torch and NumPy
@@ -267,6 +268,14 @@ class RunConfig:
         labels = [s.label for s in self.strategies]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"strategy labels must be distinct, got {labels}")
+        files: dict[str, str] = {}  # checkpoints and study units are named after the labels
+        for label in dict.fromkeys(c.label for s in self.strategies for c in (s, *s.candidates())):
+            other = files.setdefault(safe_filename(label), label)
+            if other != label:
+                raise ConfigError(
+                    f"strategy labels {other!r} and {label!r} give the same file name "
+                    f"{safe_filename(label)!r}; make them differ in letters, digits or . _ = -"
+                )
         self.train_config()  # the run's own training flags first: their message names the flag
         from lifelong.strategies import create_strategy
 

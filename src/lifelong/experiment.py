@@ -27,8 +27,9 @@ from lifelong.results import (
     atomic_write_text,
     load_results,
     run_lock,
+    safe_filename,
 )
-from lifelong.runner import learn_stream, resolve_device, safe_filename
+from lifelong.runner import learn_stream, resolve_device
 from lifelong.streams import build_stream
 from lifelong.streams.base import Stream
 

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,12 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0o600
 TEMP_SUFFIX = ".tmp"  # atomic writes: hidden ``.NAME.XXXX.tmp`` beside the target
 PART_SUFFIX = ".part"  # downloads: hidden ``.NAME.XXXX.part`` beside the target
+
+
+def safe_filename(label: str) -> str:
+    """A file name for a strategy label such as ``ewc:lambda=100`` (checkpoints, study units,
+    loggers' folders); two labels of one run must not give the same name (RunConfig checks)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label)
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, suffix: str = TEMP_SUFFIX) -> None:

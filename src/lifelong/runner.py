@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import numbers
 import random
-import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -125,15 +124,29 @@ def run_identity(strategy: Strategy, seed: int, stream: Stream, train: TrainConf
 
 
 def _other_run(path: Path, written: dict[str, Any], wanted: dict[str, Any]) -> str:
-    order = ("strategy", "params", "seed", "stream", "train")
-    differ = [k for k in order if written.get(k) != wanted.get(k)]
-    shown = ", ".join(
-        f"{k} {_short(written.get(k))} there, {_short(wanted.get(k))} here" for k in differ
-    )
+    differ = _differences(written, wanted)
+    shown = "; ".join(f"{key}: {there} there, {here} here" for key, there, here in differ[:3])
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
     return (
-        f"checkpoint {path} was written by another run ({shown}); resume it with the run's own "
-        "settings, or delete it (or give another checkpoint path) to start this run afresh"
+        f"checkpoint {path} was written by another run ({shown}{more}); resume with that run's "
+        "settings, or delete the checkpoint (or give another path) to start this run afresh"
     )
+
+
+def _differences(there: Any, here: Any, key: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, value there, value here)`` of every setting that differs, in order."""
+    if isinstance(there, dict) and isinstance(here, dict):
+        order = ("strategy", "params", "seed", "stream", "train")
+        keys = [k for k in order if k in there or k in here] if not key else []
+        keys += [k for k in (*there, *here) if k not in keys]
+        return [
+            found
+            for k in dict.fromkeys(keys)
+            for found in _differences(there.get(k), here.get(k), f"{key}.{k}" if key else k)
+        ]
+    if there == here:
+        return []
+    return [(key, _short(there), _short(here))]
 
 
 def _short(value: Any) -> str:
@@ -436,8 +449,3 @@ def learn_stream(
     for cb in callbacks:
         cb.run_end(info, result)
     return result
-
-
-def safe_filename(label: str) -> str:
-    """A file name for a strategy label such as ``ewc:lambda=100``."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label)

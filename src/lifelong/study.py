@@ -52,6 +52,7 @@ from lifelong.results import (
     atomic_write_text,
     load_results,
     read_results_json,
+    safe_filename,
 )
 
 SCHEMA = 2
@@ -65,12 +66,6 @@ METRICS = (
     "peak_rss_mb", "examples", "extra_bytes",
 )  # fmt: skip
 UNITS = "units"
-
-
-def _safe(label: str) -> str:
-    from lifelong.runner import safe_filename
-
-    return safe_filename(label)
 
 
 @dataclasses.dataclass
@@ -156,7 +151,7 @@ def plan_study(config: RunConfig, run_dir: Path) -> Study:
                 select[cand.label] = {
                     seed: _prepare_unit(
                         unit_config(config, cand, seed, task_range),
-                        folder / _safe(cand.label) / f"seed={seed}",
+                        folder / safe_filename(cand.label) / f"seed={seed}",
                         f"{cand.label} seed={seed}" + (f" tasks 1..{tune}" if tune else ""),
                     )
                     for seed in seeds
@@ -360,7 +355,7 @@ def _plan_report(study: Study) -> list[Unit]:
         if chosen_label is None:
             continue
         chosen = next(c for c in entry.candidates if c.label == chosen_label)
-        folder = study.run_dir / UNITS / "report" / _safe(chosen.label)
+        folder = study.run_dir / UNITS / "report" / safe_filename(chosen.label)
         entry.report_units = {
             seed: _prepare_unit(
                 unit_config(config, chosen, seed, (config.tune_tasks, study.tasks)),
