@@ -139,7 +139,7 @@ def test_run_config_rejects_bad_input_with_one_line(raw, error, match):
 def test_run_wide_training_errors_name_the_flag_not_a_strategy():
     with pytest.raises(ConfigError) as info:
         RunConfig.from_dict({"lr": -1.0, "strategy": "finetune"})
-    assert str(info.value) == "--lr must be positive, got -1.0"
+    assert str(info.value) == "--lr must be positive and at most 3.403e+38, got -1.0"
 
 
 @pytest.mark.parametrize(

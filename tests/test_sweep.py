@@ -178,6 +178,7 @@ def test_every_invalid_job_is_reported_before_anything_runs(tmp_path, capsys):
         ({"data": "babi"}, {"seed": [0]}, "does not work on data 'babi'"),
         ({"stream": "split", "scenario": "class"}, {"strategy": ["pnn"]}, "task scenario"),
         ({"base_lr": 1}, {"seed": [0]}, "unknown setting(s) base_lr"),
+        ({"optimizer": "adam:lr=0.001"}, {"lr": [0.1, 0.03]}, "set lr differently"),
     ],
 )
 def test_bad_sweep_files(base, grid, message):

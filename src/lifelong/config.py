@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import ConfigError, UnknownNameError
-from lifelong.optimizers import merge_spec
+from lifelong.optimizers import SHARED, merge_spec, spec_values
 from lifelong.results import safe_filename
 from lifelong.train import TRAIN_KEYS, TrainConfig, train_value
 
@@ -214,9 +214,10 @@ class RunConfig:
     batch_size: int = 10
     optimizer: str = "sgd"
     scheduler: str = "none"
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    # None: not given (TrainConfig's default, 0.1 / 0 / 0, unless --optimizer's spec sets it)
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
     seed: int = 0
     seeds: tuple[int, ...] | None = None  # a study: every strategy on every seed
     validation: float = 0.0  # fraction of each task's training data held out for validation
@@ -276,6 +277,7 @@ class RunConfig:
                     f"strategy labels {other!r} and {label!r} give the same file name "
                     f"{safe_filename(label)!r}; make them differ in letters, digits or . _ = -"
                 )
+        self._settle_shared()
         self.train_config()  # the run's own training flags first: their message names the flag
         from lifelong.strategies import create_strategy
 
@@ -304,6 +306,21 @@ class RunConfig:
         for name in self.log:
             if name not in LOGGERS:
                 raise UnknownNameError("logger", name, list(LOGGERS))
+
+    def _settle_shared(self) -> None:
+        """``--lr`` and an ``--optimizer`` spec's ``lr=`` are one setting (so are momentum and
+        weight decay): both given with different values is refused; neither given fills in
+        TrainConfig's default; the spec's alone leaves the field None (recorded as the spec)."""
+        in_spec = spec_values(self.optimizer)
+        for key in SHARED:
+            given, flag = getattr(self, key), "--" + key.replace("_", "-")
+            if given is None and key not in in_spec:
+                object.__setattr__(self, key, getattr(TrainConfig, key))
+            elif given is not None and key in in_spec and in_spec[key] != given:
+                raise ConfigError(
+                    f"{flag} {given} and --optimizer {self.optimizer!r} set {key} differently; "
+                    "give it once"
+                )
 
     def _check_study(self) -> None:
         if self.seeds is not None:
@@ -344,13 +361,21 @@ class RunConfig:
 
     def train_config(self, spec: StrategySpec | None = None) -> TrainConfig:
         """Training settings for one strategy: the run's, replaced by the settings the method's
-        paper prescribes (``Strategy.train_defaults``), with the strategy spec's overrides."""
-        base = {k: getattr(self, k) for k in TRAIN_KEYS if hasattr(self, k)}
+        paper prescribes (``Strategy.train_defaults``), with the strategy spec's overrides.
+
+        ``lr``, ``momentum`` and ``weight_decay`` may also be set in an optimizer spec; the most
+        specific setting wins (the strategy's ``lr=`` or ``optimizer.lr=``, then the method's
+        prescribed settings, then the run's ``--lr`` or ``--optimizer`` spec) and is written
+        into both the spec and the field, so that results record the value used. Two settings
+        of one level that disagree are refused."""
+        base = {k: getattr(self, k) for k in TRAIN_KEYS if getattr(self, k, None) is not None}
+        prescribed: dict[str, Any] = {}
         if spec is not None:
             from lifelong.strategies import STRATEGIES
 
             if spec.name in STRATEGIES:
-                base.update(STRATEGIES[spec.name].train_defaults)
+                prescribed = STRATEGIES[spec.name].train_defaults
+        base.update(prescribed)
         overrides = dict(spec.train_overrides) if spec else {}
         where = f"strategy {spec.label!r}: " if spec and overrides else ""
         dotted = {k: overrides.pop(k) for k in list(overrides) if "." in k}
@@ -360,6 +385,24 @@ class RunConfig:
             for what in ("optimizer", "scheduler"):
                 options = {k.partition(".")[2]: v for k, v in dotted.items() if k.startswith(what)}
                 merged[what] = merge_spec(merged[what], options, what)
+            # levels: 0 the run, 1 the method's prescribed settings, 2 the strategy spec
+            spec_level = 2 if "optimizer" in converted else 1 if "optimizer" in prescribed else 0
+            for key, value in spec_values(merged["optimizer"]).items():
+                if key not in merged:
+                    continue  # only the spec sets it: TrainConfig takes it
+                in_spec = 2 if f"optimizer.{key}" in dotted else spec_level
+                field_level = 2 if key in converted else 1 if key in prescribed else 0
+                if field_level > in_spec:
+                    merged["optimizer"] = merge_spec(
+                        merged["optimizer"], {key: merged[key]}, "optimizer"
+                    )
+                elif field_level < in_spec:
+                    del merged[key]  # TrainConfig takes the spec's
+                elif merged[key] != value:
+                    raise ConfigError(
+                        f"{key}={merged[key]} and optimizer {merged['optimizer']!r} set {key} "
+                        "differently; give it once"
+                    )
             return TrainConfig(**merged)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}{err}") from None

@@ -50,6 +50,13 @@ class SGD(_Optimizer):
     def __init__(
         self, params: list[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
     ) -> None:
+        # torch.optim.SGD's checks, with its messages
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.state = {"momentum": [None] * len(self.params)}
 
@@ -82,6 +89,18 @@ class Adam(_Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
+        # torch.optim.Adam's checks, with its messages (and a length for betas)
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if len(betas) != 2:
+            raise ValueError(f"betas must be two numbers, e.g. (0.9, 0.999), got {betas}")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         n = len(self.params)
         self.state = {"step": [0] * n, "exp_avg": [None] * n, "exp_avg_sq": [None] * n}

@@ -13,8 +13,10 @@ A spec is ``NAME`` or ``NAME:key=value,...`` read with the library's one value p
 
 Optimizer names are the lower-cased class names of ``torch.optim`` (``sgd``, ``adam``, ``adamw``,
 ``rmsprop``, ``adagrad``, ``adadelta``, ``adamax``, ``nadam``, ``radam``, ``asgd``, ``rprop``,
-...); ``lr``, ``momentum`` and ``weight_decay`` come from the run's flags unless the spec sets
-them. Scheduler names are the short names below or any class name of
+...). ``lr``, ``momentum`` and ``weight_decay`` are the run's settings of those names, given as
+flags or in the spec (the most specific wins: see :meth:`lifelong.config.RunConfig.train_config`),
+and apply where the optimizer takes them. Every value is checked before training, by building the
+optimizer and its scheduler once on a dummy parameter and stepping them (:func:`check_values`). Scheduler names are the short names below or any class name of
 ``torch.optim.lr_scheduler``. A scheduler steps after every optimizer step (``interval=epoch``:
 after every epoch); lengths it needs (``T_max``, ``total_steps``, ``total_iters``) default to the
 length of the training it schedules. The optimizer and its scheduler start afresh for every task
@@ -69,6 +71,12 @@ _LENGTH_KEYS = ("T_max", "total_steps", "total_iters")
 _UNSUPPORTED = {"lbfgs": "it needs a closure", "sparseadam": "it needs sparse gradients"}
 # Schedulers that take what a spec cannot give (functions, a metric, other schedulers).
 _NO_SPEC = ("LambdaLR", "MultiplicativeLR", "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler")
+# The optimizer settings that are also TrainConfig fields (and the run's flags).
+SHARED = ("lr", "momentum", "weight_decay")
+# Scheduler lengths: a zero divides by zero at the first step.
+_LENGTHS = ("step_size", "step_size_up", "T_0", *_LENGTH_KEYS)
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: a larger step size or decay cannot be applied to float32 parameters."""
 
 
 def optimizer_classes() -> dict[str, type]:
@@ -113,8 +121,26 @@ def _split(spec: str, what: str) -> tuple[str, dict[str, Any]]:
     from lifelong.config import parse_named
 
     name, options = parse_named(spec, what)
+    betas = options.get("betas")
+    if "betas" in options and not (
+        isinstance(betas, list)
+        and len(betas) == 2
+        and all(isinstance(b, int | float) and not isinstance(b, bool) for b in betas)
+    ):
+        raise ConfigError(
+            f"{what} {spec!r}: betas must be two numbers in [0, 1), e.g. betas=[0.9,0.999]; "
+            f"got {betas!r}"
+        )
     # lists from the value parser become the tuples torch expects (betas, milestones stay lists)
     return name.lower(), {k: tuple(v) if k == "betas" else v for k, v in options.items()}
+
+
+def spec_values(spec: Any) -> dict[str, Any]:
+    """The settings of :data:`SHARED` (``lr``, ``momentum``, ``weight_decay``) that an optimizer
+    spec sets; none for a factory."""
+    if not isinstance(spec, str):
+        return {}
+    return {k: v for k, v in _split(spec, "optimizer")[1].items() if k in SHARED}
 
 
 def _check_keys(cls: type, options: dict[str, Any], what: str, spec: str, extra=()) -> None:
@@ -126,6 +152,26 @@ def _check_keys(cls: type, options: dict[str, Any], what: str, spec: str, extra=
             f"{what} {spec!r}: {cls.__name__} has no setting {', '.join(unknown)}; "
             f"its settings: {', '.join([*known, *extra])}"
         )
+    from lifelong.train import value_of_kind
+
+    for key, value in options.items():  # the kind of its default (or annotation): number, bool
+        param = params.get(key)
+        default = None if param is None else param.default
+        if param is not None and default is param.empty:
+            default = {"float": 0.0, "int": 0, "bool": False}.get(str(param.annotation))
+        kind = (
+            bool
+            if isinstance(default, bool)
+            else float
+            if isinstance(default, int | float)
+            else None
+        )
+        if kind is not None:
+            value_of_kind(kind, value, f"{what} {spec!r}: {key}")
+        if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+            raise ConfigError(
+                f"{what} {spec!r}: {key} must be at most {FLOAT32_MAX:.4g}, got {value}"
+            )
 
 
 def check_optimizer(spec: str | OptimizerFactory) -> None:
@@ -156,6 +202,67 @@ def check_scheduler(spec: str | SchedulerFactory | None) -> None:
     _check_keys(classes[name], options, "scheduler", spec, extra=("interval", "warmup"))
     if options.get("interval", "step") not in ("step", "epoch"):
         raise ConfigError(f"scheduler {spec!r}: interval must be step or epoch")
+    from lifelong.train import value_of_kind
+
+    for key in (*_LENGTHS, "warmup"):
+        if key in options:
+            n = value_of_kind(int, options[key], f"scheduler {spec!r}: {key}")
+            if n < (0 if key == "warmup" else 1):
+                least = "0" if key == "warmup" else "1"
+                raise ConfigError(f"scheduler {spec!r}: {key} must be at least {least}, got {n}")
+
+
+def check_values(
+    optimizer: str | OptimizerFactory,
+    scheduler: str | SchedulerFactory | None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> None:
+    """Build the optimizer of ``optimizer`` (as training will: the fast SGD/Adam without a
+    scheduler) and the scheduler of ``scheduler`` once on a dummy parameter and step both twice:
+    a value either refuses (torch's own checks, or a failing step) is one :class:`ConfigError`
+    naming the spec, before anything trains. Python factories are not called."""
+    if callable(optimizer):
+        return
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(2, 2))
+    no_scheduler = scheduler is None or scheduler == "none"
+    try:
+        built = build_optimizer(
+            optimizer,
+            [param],
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            fast=no_scheduler,
+        )
+        param.grad = torch.ones_like(param)
+        built.step()
+    except (TypeError, ValueError, RuntimeError, ArithmeticError, IndexError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"optimizer {optimizer!r}: {_first_line(err)}") from None
+    if no_scheduler or callable(scheduler):
+        return
+    try:
+        schedule, _ = build_scheduler(scheduler, built, 2)
+        for _ in range(2):
+            built.step()
+            schedule.step()
+            rates = [group["lr"] for group in built.param_groups]
+            if not all(0 <= float(r) <= FLOAT32_MAX for r in rates):
+                raise ValueError(f"it sets the learning rate to {rates[0]}; check its settings")
+    except (TypeError, ValueError, RuntimeError, ArithmeticError, IndexError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"scheduler {scheduler!r}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def scheduler_interval(spec: str | SchedulerFactory | None) -> str:
@@ -178,8 +285,9 @@ def build_optimizer(
     weight_decay: float = 0.0,
     fast: bool = True,
 ) -> Optimizer:
-    """The optimizer of ``spec`` over ``params``; the run's ``lr``/``momentum``/``weight_decay``
-    apply where the optimizer takes them and the spec does not set them. ``fast``: use the
+    """The optimizer of ``spec`` over ``params``; ``lr``/``momentum``/``weight_decay`` apply where
+    the optimizer takes them and the spec does not set them (a :class:`TrainConfig` holds the
+    spec's values in its fields, so the two agree). ``fast``: use the
     library's exactly equivalent SGD/Adam where the settings allow (not with a scheduler, which
     needs a ``torch.optim.Optimizer``)."""
     if callable(spec):
@@ -196,11 +304,11 @@ def build_optimizer(
             options[key] = value
         elif value:
             raise ConfigError(f"optimizer {name!r} takes no {key} (given {value})")
-    if fast and name in FAST and set(options) <= FAST[name][1]:
-        from lifelong import optim
-
-        return getattr(optim, FAST[name][0])(params, **options)
     try:
+        if fast and name in FAST and set(options) <= FAST[name][1]:
+            from lifelong import optim
+
+            return getattr(optim, FAST[name][0])(params, **options)
         return cls(params, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"optimizer {spec!r}: {err}") from None

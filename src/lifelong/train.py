@@ -46,7 +46,10 @@ class TrainConfig:
         batch_size: samples per optimizer step (GEM setting: 10).
         optimizer: any optimizer of ``torch.optim`` as ``NAME[:key=value,...]`` (``sgd``,
             ``adamw:weight_decay=0.01``, ``sgd:momentum=0.9,nesterov=true``; see
-            :mod:`lifelong.optimizers`), or from Python a factory ``params -> Optimizer``.
+            :mod:`lifelong.optimizers`), or from Python a factory ``params -> Optimizer``. A
+            spec's ``lr``, ``momentum`` or ``weight_decay`` is the field of that name: the field
+            takes the spec's value (a different value given to both is refused). Every value is
+            checked here, by building the optimizer and scheduler once on a dummy parameter.
         scheduler: ``none``, a learning-rate scheduler as ``NAME[:key=value,...]`` (``cosine``,
             ``step:step_size=100``, ``onecycle``, ``cosine:warmup=50``), or from Python a factory
             ``optimizer -> LRScheduler`` stepped after every optimizer step.
@@ -78,18 +81,38 @@ class TrainConfig:
         for key in self.__dataclass_fields__:
             if key not in ("optimizer", "scheduler"):  # specs or factories, checked above
                 object.__setattr__(self, key, train_value(key, getattr(self, key)))
+        names = {
+            "lr": "--lr",
+            "momentum": "momentum (--momentum)",
+            "weight_decay": "weight_decay (--weight-decay)",
+        }
+        in_spec = optimizers.spec_values(self.optimizer)
+        for key, value in in_spec.items():  # the spec's value is the field's: recorded as used
+            where = f"optimizer {self.optimizer!r}: "
+            value = train_value(key, value, where)
+            given = getattr(self, key)
+            if given not in (value, getattr(TrainConfig, key)):
+                raise ConfigError(f"{where}{key}={value}, but {key}={given}; give {key} once")
+            object.__setattr__(self, key, value)
+            names[key] = f"{key} in optimizer {self.optimizer!r}"
+        top = optimizers.FLOAT32_MAX
         checks = [
             (self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
             (
-                0 <= self.momentum < math.inf,
-                f"momentum (--momentum) must be a finite number >= 0, got {self.momentum}",
+                0 < self.lr <= top,
+                f"{names['lr']} must be positive and at most {top:.4g}, got {self.lr}",
             ),
             (
-                0 <= self.weight_decay < math.inf,
-                f"weight_decay (--weight-decay) must be a finite number >= 0, got {self.weight_decay}",
+                0 <= self.momentum <= top,
+                f"{names['momentum']} must be a finite number >= 0 and at most {top:.4g}, "
+                f"got {self.momentum}",
+            ),
+            (
+                0 <= self.weight_decay <= top,
+                f"{names['weight_decay']} must be a finite number >= 0 and at most {top:.4g}, "
+                f"got {self.weight_decay}",
             ),
             (self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}"),
             (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
@@ -97,6 +120,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        optimizers.check_values(
+            self.optimizer,
+            self.scheduler,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -112,7 +142,12 @@ _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", 
 def train_value(key: str, value: Any, where: str = "") -> Any:
     """``value`` as the type of TrainConfig's field ``key`` (a whole float as an int, an int as
     a float); one :class:`ConfigError` naming the field for any other type."""
-    kind = type(getattr(TrainConfig, key))
+    return value_of_kind(type(getattr(TrainConfig, key)), value, f"{where}{key}")
+
+
+def value_of_kind(kind: type, value: Any, what: str) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str; a whole float as an int, an int as a
+    float); one :class:`ConfigError` ``WHAT must be ...`` for any other type."""
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind in (int, float):
@@ -122,7 +157,7 @@ def train_value(key: str, value: Any, where: str = "") -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"{where}{key} must be {_KIND_NAMES[kind]}, got {value!r}")
+        raise ConfigError(f"{what} must be {_KIND_NAMES[kind]}, got {value!r}")
     return kind(value)
 
 
