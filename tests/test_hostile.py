@@ -211,7 +211,7 @@ def test_overwrite_deletes_every_file_the_replaced_run_wrote(tmp_path, capsys):
 def test_resume_refuses_a_config_json_edited_after_the_start(finished_run, tmp_path, capsys):
     """Resuming with config.json's lr and seed changed would run the unfinished strategy with
     other settings than the finished one: refused, naming the settings (fails without the
-    comparison with results.json's config). The device may change."""
+    comparison with results.json's config). Where and how it evaluates may change."""
     run = copy_run(finished_run, tmp_path / "run")
     results = json.loads((run / "results.json").read_text())
     del results["strategies"]["l2"]
@@ -224,7 +224,7 @@ def test_resume_refuses_a_config_json_edited_after_the_start(finished_run, tmp_p
     line = one_line(capsys)
     assert "lr 0.1 -> 0.01" in line and "seed 0 -> 3" in line and "restore config.json" in line
     assert snapshot(run) == before
-    (run / "config.json").write_text(json.dumps({**config, "device": "cpu"}))
+    (run / "config.json").write_text(json.dumps({**config, "eval_batch_size": 4096}))
     assert main(["run", "--resume", str(run), "--quiet", "--no-report"]) == 0
 
 
