@@ -192,6 +192,45 @@ def test_overwrite_replaces_the_run(finished_run, tmp_path, capsys):
     assert [p.name for p in (run / "checkpoints").glob("*.pt")] == ["joint.pt"]
 
 
+def test_overwrite_deletes_every_file_the_replaced_run_wrote(tmp_path, capsys):
+    """log.csv, report.html and plots/ of the replaced run go; the user's own files stay. (Fails
+    when clear_run deletes only config/results/checkpoints: log.csv then holds both runs' rows and
+    the old report survives a --no-report overwrite.)"""
+    run = tmp_path / "run"
+    with_report = [a for a in TINY if a != "--no-report"]
+    assert main(["run", *with_report, "--log", "csv", "--out", str(run)]) == 0
+    assert (run / "report.html").exists() and list((run / "plots").glob("*.png"))
+    (run / "notes.txt").write_text("mine")
+    (run / "plots" / "mine.txt").write_text("mine")
+    argv = ["run", *TINY, "--log", "csv", "--lr", "0.01", "--out", str(run), "--overwrite"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    log = (run / "log.csv").read_text().splitlines()
+    assert [row for row in log if "setting/train/lr" in row] == ["finetune,finetune,0,,,setting/train/lr,0.01"]  # fmt: skip
+    assert not (run / "report.html").exists() and not list((run / "plots").glob("*.png"))
+    assert (run / "notes.txt").read_text() == "mine" == (run / "plots" / "mine.txt").read_text()
+
+
+def test_resume_refuses_a_config_json_edited_after_the_start(finished_run, tmp_path, capsys):
+    """Resuming with config.json's lr and seed changed would run the unfinished strategy with
+    other settings than the finished one: refused, naming the settings (fails without the
+    comparison with results.json's config). Where and how it evaluates may change."""
+    run = copy_run(finished_run, tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    del results["strategies"]["l2"]
+    (run / "results.json").write_text(json.dumps(results))
+    (run / "checkpoints" / "l2.pt").unlink()
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "lr": 0.01, "seed": 3}))
+    before = snapshot(run)
+    assert main(["run", "--resume", str(run), "--quiet", "--no-report"]) == 2
+    line = one_line(capsys)
+    assert "lr 0.1 -> 0.01" in line and "seed 0 -> 3" in line and "restore config.json" in line
+    assert snapshot(run) == before
+    (run / "config.json").write_text(json.dumps({**config, "eval_batch_size": 4096}))
+    assert main(["run", "--resume", str(run), "--quiet", "--no-report"]) == 0
+
+
 def test_overwrite_with_resume_is_refused(finished_run, capsys):
     assert main(["run", "--resume", str(finished_run), "--overwrite"]) == 2
     assert "--overwrite" in one_line(capsys)
@@ -224,12 +263,16 @@ def lock_held_elsewhere(tmp_path):
         proc.wait(timeout=60)
 
 
-@pytest.mark.parametrize("resume", [False, True], ids=["new-run", "resume"])
+@pytest.mark.parametrize("resume", [False, True, "study"], ids=["new-run", "resume", "new-study"])
 def test_second_run_into_a_locked_folder_refuses(
     resume, lock_held_elsewhere, finished_run, tmp_path, capsys
 ):
+    """A study holds its folder's lock as a run does (fails when run_study takes no lock: the
+    study writes config.json and units/ into the folder another process is writing)."""
     folder = lock_held_elsewhere
-    if resume:
+    if resume == "study":
+        argv = ["run", *TINY, "--seeds", "0", "1", "--out", str(folder)]
+    elif resume:
         for item in finished_run.iterdir():
             if item.is_file():
                 (folder / item.name).write_bytes(item.read_bytes())

@@ -334,6 +334,61 @@ def test_a_finished_study_is_not_overwritten(tmp_path, capsys):
     assert code == 2 and "other settings" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_study_into_a_folder_that_holds_one_is_refused_and_overwrite_replaces_it(
+    tmp_path, capsys
+):
+    """A killed study (units written, no results.json yet) is not replaced by a study with other
+    settings; --overwrite deletes its files, unit folders included, and keeps the user's. (Fails
+    when run_study refuses only a folder with results.json, or ignores --overwrite.)"""
+    out = tmp_path / "study"
+    argv = ["run", *SMALL, "--seeds", "0", "1", "--no-report", "--out", str(out)]
+    assert run_cli([*argv, "--strategy", "finetune"], capsys)[0] == 0
+    (out / "results.json").unlink()  # as after kill -9 of a study whose units exist
+    (out / "notes.txt").write_text("mine")
+    config = (out / "config.json").read_text()
+    code, _, err = run_cli([*argv, "--strategy", "l2:lambda=1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "already holds a study" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "config.json").read_text() == config
+    code, _, err = run_cli([*argv, "--strategy", "l2:lambda=1", "--overwrite"], capsys)
+    assert code == 0, err
+    assert [p.name for p in (out / "units").iterdir()] == ["l2_lambda=1"]
+    assert list(results_of(out)["strategies"]) == ["l2:lambda=1"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--stream", "rotated:angle=[0,90]"], "has no option angle"),
+        (["--data", "mnist", "--data-dir", "/nonexistent/lifelong"], "files missing"),
+        (["--stream", "split:classes_per_task=7", "--tasks", "2"], "need 14 classes"),
+        (["--stream", "permuted", "--train-samples", "5", "--validation", "0.5",
+          "--strategy", "finetune:lr=[0.1,0.01]"],
+         "--validation 0.5 holds out nothing of task 1"),
+    ],
+)  # fmt: skip
+def test_a_study_refuses_bad_settings_before_it_writes_anything(tmp_path, capsys, flags, message):
+    """As a single run does: one line, exit status 2, no folder (fails when the study checks
+    streams only per unit, after config.json and the unit folders are written)."""
+    out = tmp_path / "study"
+    argv = ["run", *SMALL, "--seeds", "0", "1", "--no-report", "--out", str(out), *flags]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_run_refuses_a_validation_split_that_holds_out_nothing(tmp_path, capsys):
+    """Five training samples of ten classes: no class has two, so --validation 0.9 holds out
+    none (fails when the run goes on with an empty validation split)."""
+    out = tmp_path / "run"
+    argv = ["run", *SMALL, "--stream", "permuted", "--train-samples", "5", "--validation", "0.9"]
+    code, _, err = run_cli([*argv, "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--validation 0.9 holds out nothing of task 1" in err and "--train-samples" in err
+    assert not out.exists()
+
+
 def test_load_study_reads_schema_1_as_one_seed(tmp_path, capsys):
     out = tmp_path / "run"
     argv = [

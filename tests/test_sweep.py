@@ -171,6 +171,10 @@ def test_every_invalid_job_is_reported_before_anything_runs(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("base", "grid", "message"),
     [
+        ({"seeds": [0, 1]}, {"lr": [0.1]}, "make a job a study"),
+        ({"validation": 0.2}, {"strategy": ["ewc:lambda=[1,10]"]}, "make a job a study"),
+        ({}, {"stream": ["rotated:angles=[0,90]", "rotated:angle=[0,90]"]}, "has no option angle"),
+        ({"train_samples": 5, "validation": 0.5}, {"seed": [0]}, "holds out nothing of task 1"),
         ({"seed": 1}, {"seed": [2, 3]}, "in both base and grid"),
         ({}, {"seed": 3}, "must be a list of values"),
         ({}, {"seed": []}, "empty list"),
@@ -182,8 +186,10 @@ def test_every_invalid_job_is_reported_before_anything_runs(tmp_path, capsys):
     ],
 )
 def test_bad_sweep_files(base, grid, message):
+    """Study jobs and stream mistakes are refused when the sweep is validated (fails when they
+    pass validation and every job fails when it runs)."""
     with pytest.raises(ConfigError, match=re.escape(message)):
-        build_sweep(base, grid)
+        build_sweep({**TINY, **base}, grid)
 
 
 def test_file_level_mistakes(tmp_path):

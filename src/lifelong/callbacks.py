@@ -278,10 +278,12 @@ class WandbLogger(Callback):
         self.run.finish()
 
 
+LOG_OUTPUTS = {"csv": "log.csv", "tensorboard": "tensorboard", "wandb": "wandb"}
+"""What each ``--log`` logger writes in the run directory (``--overwrite`` deletes them)."""
 LOGGERS = {
-    "csv": lambda run_dir: CSVLogger(Path(run_dir) / "log.csv"),
-    "tensorboard": lambda run_dir: TensorBoardLogger(Path(run_dir) / "tensorboard"),
-    "wandb": lambda run_dir: WandbLogger(Path(run_dir) / "wandb"),
+    "csv": lambda run_dir: CSVLogger(Path(run_dir) / LOG_OUTPUTS["csv"]),
+    "tensorboard": lambda run_dir: TensorBoardLogger(Path(run_dir) / LOG_OUTPUTS["tensorboard"]),
+    "wandb": lambda run_dir: WandbLogger(Path(run_dir) / LOG_OUTPUTS["wandb"]),
 }
 
 

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run already in --out (its results and checkpoints are deleted)",
+        help="replace the run or study already in --out (the files lifelong wrote there are deleted)",
     )
     g.add_argument("--no-report", action="store_true", help="skip plots and report.html")
     g.add_argument("--quiet", action="store_true", help="no progress display")
@@ -338,7 +338,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             "plugins": args.plugin,
             "reports": False,  # the study's report covers its units (`lifelong report UNIT`)
         }
-        study = run_study(config, run_dir, resume=bool(args.resume), quiet=args.quiet, **engine)
+        study = run_study(
+            config,
+            run_dir,
+            resume=bool(args.resume),
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+            **engine,
+        )
         print(format_study_table(study))
         print(f"results: {run_dir / 'results.json'}")
         if not args.no_report:

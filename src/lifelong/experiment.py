@@ -3,20 +3,23 @@
 The run directory holds ``config.json`` (the resolved settings, for ``--resume``),
 ``results.json`` and ``metrics.csv`` (rewritten after every task), and ``checkpoints/LABEL.pt``
 (model, strategy state, optimizer, random-number-generator states and results so far, written
-atomically after every task).
+atomically after every task). Loggers add ``log.csv``, ``tensorboard/`` or ``wandb/``; reports add
+``report.html`` and ``plots/``; ``--overwrite`` deletes all of these (:func:`clear_run`) and nothing
+else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from lifelong.callbacks import Callback, make_loggers, write_message
+from lifelong.callbacks import LOG_OUTPUTS, Callback, make_loggers, write_message
 from lifelong.config import RunConfig
 from lifelong.errors import ConfigError, RunInterrupted, TrainingDivergedError
 from lifelong.models import check_model
@@ -66,6 +69,13 @@ def build_run_stream(config: RunConfig) -> Stream:
     stream = build_stream(config.stream, **config.stream_kwargs())
     if config.validation:
         stream = stream.hold_out(config.validation, config.seed)
+        empty = next((t for t in stream.tasks if t.valid is None or not len(t.valid)), None)
+        if empty is not None:
+            raise ConfigError(
+                f"--validation {config.validation} holds out nothing of task {empty.id + 1}: its "
+                f"{len(empty.train)} training samples have no class with 2 or more; give more "
+                "--train-samples (2 or more per class) or drop --validation"
+            )
     if config.task_range is not None:
         start, stop = config.task_range
         if stop > len(stream):
@@ -73,6 +83,14 @@ def build_run_stream(config: RunConfig) -> Stream:
                 f"task_range {start}..{stop} exceeds the stream's {len(stream)} tasks"
             )
         stream = stream.select(start, stop)
+    return stream
+
+
+def checked_stream(config: RunConfig) -> Stream:
+    """The run's stream (:func:`build_run_stream`) with its model checked against it: what a run
+    refuses before it writes anything (the device aside, which may differ where units run)."""
+    stream = build_run_stream(config)
+    check_model(config.model, stream, config.hidden)
     return stream
 
 
@@ -105,18 +123,78 @@ RUN_FILES = ("config.json", "results.json", "metrics.csv")
 
 
 def holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` already holds (part of) a run: its settings, results or checkpoints."""
-    return any((run_dir / name).exists() for name in RUN_FILES) or any(
-        (run_dir / "checkpoints").glob("*.pt")
+    """Whether ``run_dir`` already holds (part of) a run or study: its settings, results,
+    checkpoints or a study's unit folders."""
+    from lifelong.study import UNITS
+
+    return (
+        any((run_dir / name).exists() for name in RUN_FILES)
+        or any((run_dir / "checkpoints").glob("*.pt"))
+        or any((run_dir / UNITS).glob("*"))
     )
 
 
 def clear_run(run_dir: Path) -> None:
-    """Delete a run's own files (settings, results, checkpoints) before ``--overwrite``."""
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    for checkpoint in (run_dir / "checkpoints").glob("*.pt"):
-        checkpoint.unlink()
+    """Delete every file the library writes in a run or study folder, before ``--overwrite``:
+    settings, results, checkpoints, logs (``log.csv``, ``tensorboard/``, ``wandb/``),
+    ``report.html``, ``plots/*.png``, a unit's ``unit-error.txt`` and a study's unit folders
+    (each cleared the same way). Files the user put there stay, and so do their folders."""
+    from lifelong.engine import ERROR_FILE
+    from lifelong.report import PLOTS_FOLDER, REPORT_FILE
+    from lifelong.study import UNITS
+
+    for config in sorted((run_dir / UNITS).rglob("config.json")):
+        clear_run(config.parent)
+    for name in (*RUN_FILES, REPORT_FILE, ERROR_FILE, *LOG_OUTPUTS.values()):
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # a logger's own folder
+        else:
+            path.unlink(missing_ok=True)
+    for path in [*(run_dir / "checkpoints").glob("*.pt"), *(run_dir / PLOTS_FOLDER).glob("*.png")]:
+        path.unlink()
+    folders = [run_dir / "checkpoints", run_dir / PLOTS_FOLDER, *(run_dir / UNITS).rglob("*")]
+    folders.append(run_dir / UNITS)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def claim_folder(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh run or study into a folder that holds one, unless ``overwrite`` (then clear
+    it with :func:`clear_run`). Called with the folder's :func:`~lifelong.results.run_lock` held."""
+    if resume or not holds_run(run_dir):
+        return
+    if not overwrite:
+        from lifelong.study import UNITS
+
+        what = "a study" if (run_dir / UNITS).exists() else "a run"
+        raise ConfigError(
+            f"{run_dir} already holds {what}; continue it with `lifelong run --resume "
+            f"{run_dir}`, replace it with --overwrite, or choose another --out"
+        )
+    clear_run(run_dir)
+
+
+RESUME_FREE = ("data_dir", "device", "eval_every", "eval_batch_size", "plugins", "log")
+"""Settings a resume may change in config.json: where and how a run is done, not its results."""
+
+
+def check_resume_config(config: RunConfig, recorded: dict) -> None:
+    """Refuse to resume when config.json's settings differ from those in results.json (an edited
+    config.json would run the remaining strategies with other settings)."""
+    current = config.to_dict()
+    differ = [
+        key
+        for key, value in recorded.items()
+        if key in current and key not in RESUME_FREE and current[key] != value
+    ]
+    if differ:
+        shown = ", ".join(f"{k} {recorded[k]!r} -> {current[k]!r}" for k in differ)
+        raise ConfigError(
+            f"config.json differs from the settings the run started with ({shown}); restore "
+            "config.json to resume, or start a new run into another --out"
+        )
 
 
 def run_experiment(
@@ -140,16 +218,13 @@ def run_experiment(
         raise ConfigError(
             "several seeds or candidate settings make a study; run it with lifelong.study.run_study"
         )
+    resolve_device(config.device)  # bad settings are refused before the folder is made
+    stream = checked_stream(config)
+    make_loggers(config.log, run_dir)  # an unknown logger; creating one writes nothing
     with run_lock(run_dir):
-        if not resume and holds_run(run_dir):
-            if not overwrite:
-                raise ConfigError(
-                    f"{run_dir} already holds a run; continue it with `lifelong run --resume "
-                    f"{run_dir}`, replace it with --overwrite, or choose another --out"
-                )
-            clear_run(run_dir)
+        claim_folder(run_dir, resume=resume, overwrite=overwrite)
         with _stop_on_signals():
-            return _run_locked(config, run_dir, resume=resume, callbacks=callbacks)
+            return _run_locked(config, run_dir, stream, resume=resume, callbacks=callbacks)
 
 
 _signals_received: list[signal.Signals] = []
@@ -181,14 +256,18 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _run_locked(
-    config: RunConfig, run_dir: Path, *, resume: bool, callbacks: Sequence[Callback]
+    config: RunConfig,
+    run_dir: Path,
+    stream: Stream,
+    *,
+    resume: bool,
+    callbacks: Sequence[Callback],
 ) -> RunResults:
-    device = resolve_device(config.device)  # fail early on a bad device
+    device = resolve_device(config.device)
     callbacks = [*callbacks, *make_loggers(config.log, run_dir)]
-    stream = build_run_stream(config)
-    check_model(config.model, stream, config.hidden)  # before anything is written
     if resume and (run_dir / "results.json").exists():
         results = load_results(run_dir)
+        check_resume_config(config, results.config)
     else:
         results = RunResults(config=config.to_dict(), stream=stream.describe())
     results.environment = run_environment(device)

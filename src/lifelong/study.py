@@ -126,20 +126,32 @@ def _prepare_unit(config: RunConfig, run_dir: Path, name: str) -> Unit:
     return Unit(run_dir=run_dir, name=name)
 
 
-def plan_study(config: RunConfig, run_dir: Path) -> Study:
-    """Expand ``config`` into units (writing their config.json) for the choice phase."""
+def check_study(config: RunConfig) -> int:
+    """What the study refuses before it writes anything; returns the stream's number of tasks.
+
+    Every seed's stream is built and checked as a single run checks it (stream options, data
+    files, the ``--validation`` split, the model), and ``--tune-tasks`` must leave tasks to report.
+    """
+    from lifelong.experiment import checked_stream
+
+    first = config.strategies[0].candidates()[0]  # candidates differ in training, not in streams
+    tasks = min(len(checked_stream(unit_config(config, first, s, None))) for s in seeds_of(config))
+    tune = config.tune_tasks
+    if tune and tune >= tasks:
+        raise ConfigError(
+            f"--tune-tasks {tune} leaves no task to report on in a stream of {tasks} tasks; "
+            f"choose K < {tasks}"
+        )
+    return tasks
+
+
+def plan_study(config: RunConfig, run_dir: Path, tasks: int | None = None) -> Study:
+    """Expand ``config`` into units (writing their config.json) for the choice phase; ``tasks``
+    (the stream's length) is what :func:`check_study` returned, found by it when not given."""
     seeds = seeds_of(config)
     tune = config.tune_tasks
-    tasks = None
-    if tune:
-        from lifelong.streams import build_stream
-
-        tasks = len(build_stream(config.stream, **config.stream_kwargs()))
-        if tune >= tasks:
-            raise ConfigError(
-                f"--tune-tasks {tune} leaves no task to report on in a stream of {tasks} tasks; "
-                f"choose K < {tasks}"
-            )
+    if tasks is None:
+        tasks = check_study(config)
     entries = []
     for spec in config.strategies:
         candidates = spec.candidates()
@@ -157,7 +169,7 @@ def plan_study(config: RunConfig, run_dir: Path) -> Study:
                     for seed in seeds
                 }
         entries.append(Entry(spec, candidates, select))
-    return Study(config, run_dir, seeds, entries, tasks)
+    return Study(config, run_dir, seeds, entries, tasks if tune else None)
 
 
 def _unit_result(unit: Unit) -> StrategyResult | None:
@@ -375,39 +387,49 @@ def save_study(results: dict[str, Any], run_dir: Path) -> None:
 
 
 def run_study(
-    config: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = True, **engine: Any
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = True,
+    **engine: Any,
 ) -> dict[str, Any]:
     """Run (or resume) the study of ``config`` in ``run_dir``; return its schema-2 results.
 
-    ``engine`` passes on to :func:`lifelong.engine.run_units` (``jobs``, ``address``, ...).
-    Ctrl-C keeps every finished task in the unit folders and raises :class:`RunInterrupted`.
+    Like :func:`lifelong.experiment.run_experiment`: bad settings are refused before anything is
+    written (:func:`check_study`), ``run_dir`` is locked while the study runs, and a fresh study
+    into a folder that holds a run or study is refused unless ``overwrite`` (which deletes the
+    library's files there, unit folders included). ``engine`` passes on to
+    :func:`lifelong.engine.run_units` (``jobs``, ``address``, ...). Ctrl-C keeps every finished
+    task in the unit folders and raises :class:`RunInterrupted`.
     """
-    from lifelong.experiment import resolve_device, save_config
+    from lifelong.experiment import claim_folder, resolve_device, save_config
+    from lifelong.results import run_lock
 
     resolve_device(config.device)
-    if not resume and (run_dir / "results.json").exists():
-        raise ConfigError(
-            f"{run_dir} already holds results; give a new --out or continue with --resume {run_dir}"
-        )
-    save_config(config, run_dir)
-    study = plan_study(config, run_dir)
-    try:
-        statuses = run_units(study.select_units, quiet=quiet, **engine)
-        if config.tune_tasks:
-            statuses += run_units(_plan_report(study), quiet=quiet, **engine)
-    except (KeyboardInterrupt, RunInterrupted):  # the engine stops every unit first
-        save_study(aggregate(study), run_dir)
-        raise RunInterrupted(
-            f"interrupted; finished tasks are kept in {run_dir / UNITS}; "
-            f"continue with: lifelong run --resume {run_dir}"
-        ) from None
-    for status in statuses:
-        if status.status == "failed" and _unit_result(status.unit) is None:
-            # a unit that stopped before it recorded anything (a diverged one records itself)
-            study.failures[status.unit.run_dir] = status.reason or "failed"
-            print(f"lifelong: {status.unit.name}: {status.reason}", file=sys.stderr)
-    results = aggregate(study)
-    save_study(results, run_dir)
+    tasks = check_study(config)
+    with run_lock(run_dir):
+        claim_folder(run_dir, resume=resume, overwrite=overwrite)
+        save_config(config, run_dir)
+        study = plan_study(config, run_dir, tasks)
+        try:
+            statuses = run_units(study.select_units, quiet=quiet, **engine)
+            if config.tune_tasks:
+                statuses += run_units(_plan_report(study), quiet=quiet, **engine)
+        except (KeyboardInterrupt, RunInterrupted):  # the engine stops every unit first
+            save_study(aggregate(study), run_dir)
+            raise RunInterrupted(
+                f"interrupted; finished tasks are kept in {run_dir / UNITS}; "
+                f"continue with: lifelong run --resume {run_dir}"
+            ) from None
+        for status in statuses:
+            if status.status == "failed" and _unit_result(status.unit) is None:
+                # a unit that stopped before it recorded anything (a diverged one records itself)
+                study.failures[status.unit.run_dir] = status.reason or "failed"
+                print(f"lifelong: {status.unit.name}: {status.reason}", file=sys.stderr)
+        results = aggregate(study)
+        save_study(results, run_dir)
     return results
 
 

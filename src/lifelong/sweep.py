@@ -18,7 +18,9 @@ values, e.g. ``OUT/seed=0,lr=0.1``::
     # strategy = ["finetune", "ewc:lambda=100"]  # or a grid key: one run per strategy
     # hidden = [[100], [100, 100]]               # a list-valued setting: one list per value
 
-Every job is validated before anything runs; all problems are reported at once, one line each.
+Every job is validated before anything runs (its settings, and its stream built and its model
+checked as ``lifelong run`` does); all problems are reported at once, one line each. A job is
+one run: seeds and candidate lists (a study) go in the grid, one value per job.
 The sweep writes ``OUT/<job>/config.json`` for each job, ``OUT/jobs.txt`` (the run directories,
 one a line, in grid order) and ``OUT/sweep.json`` (the jobs, their grid values and status).
 A job is a unit of :mod:`lifelong.engine`: running it starts its run directory when nothing is
@@ -294,9 +296,13 @@ def build_sweep(base: dict[str, Any], grid: dict[str, list[Any]], source: str | 
     base = _absolute_data_dir(base)
     jobs: list[Job] = []
     problems: dict[str, list[str]] = {}
+    checked: dict[str, str | None] = {}  # stream settings -> problem (each stream built once)
     for name, values in zip(names, points, strict=True):
         try:
             config = RunConfig.from_dict({**base, **values})  # validates every combination
+            if config.is_study:
+                raise ConfigError(STUDY_JOB)
+            _check_stream(config, checked)
         except LifelongError as err:
             problems.setdefault(str(err).splitlines()[0], []).append(name)
             continue
@@ -309,6 +315,33 @@ def build_sweep(base: dict[str, Any], grid: dict[str, list[Any]], source: str | 
             lines.append(f"  {message} [{jobs_text}]")
         raise ConfigError("\n".join(lines))
     return Sweep(base=base, grid=grid, jobs=tuple(jobs), source=str(source))
+
+
+STUDY_JOB = (
+    "seeds or candidate lists (ewc:lambda=[1,10]) make a job a study, which a sweep does not run; "
+    'put seed = [...] and one value per candidate (strategy = ["ewc:lambda=1", '
+    '"ewc:lambda=10"]) in [grid], or run the study with lifelong run --seeds'
+)
+
+
+def _check_stream(config: RunConfig, checked: dict[str, str | None]) -> None:
+    """Build the job's stream and check its model, as a single run does before it writes
+    anything (the device is checked where the job runs); settings already built are not built
+    again."""
+    from lifelong.experiment import checked_stream
+
+    raw = config.to_dict()
+    keys = ("stream", "stream_options", "data", "data_dir", "tasks", "train_samples",
+            "test_samples", "scenario", "seed", "validation", "task_range", "model", "hidden")  # fmt: skip
+    key = json.dumps({k: raw.get(k) for k in keys}, sort_keys=True, default=str)
+    if key not in checked:
+        checked[key] = None
+        try:
+            checked_stream(config)
+        except LifelongError as err:
+            checked[key] = str(err)
+    if checked[key] is not None:
+        raise ConfigError(checked[key])
 
 
 def _some(names: list[str], shown: int = 3) -> str:
