@@ -118,7 +118,7 @@ def test_training_overrides_apply_to_their_strategy_only():
         ({"seed": -1}, ConfigError, "--seed"),
         ({"tasks": "five"}, ConfigError, "whole number"),
         ({"lr": "fast"}, ConfigError, "must be a number"),
-        ({"hidden": ["a"]}, ConfigError, "whole numbers"),
+        ({"hidden": ["a"]}, ConfigError, "each of --hidden must be a whole number"),
         ({"epochs": 1.5}, ConfigError, "epochs must be a whole number, got 1.5"),
         ({"tasks": True}, ConfigError, "tasks must be a whole number"),
         ({"lr": True}, ConfigError, "lr must be a number, got True"),

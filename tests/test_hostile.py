@@ -450,7 +450,14 @@ BAD_FLAGS = [
     (["--strategy", "finetune:lr=1e999"], "not a finite number"),
     (["--strategy", "finetune:epochs=1.5"], "epochs must be a whole number"),
     (["--strategy", "finetune:reset_optimizer=maybe"], "reset_optimizer must be true or false"),
-    (["--strategy", "ewc:lambda=abc"], "cannot read 'abc'"),
+    (["--strategy", "ewc:lambda=abc"], "ewc:lambda must be a number, got 'abc'"),
+    (["--strategy", "ewc:lambda=true"], "ewc:lambda must be a number, got True"),
+    (["--strategy", "replay:memory_size=2.5"], "replay:memory_size must be a whole number"),
+    (["--strategy", "replay:memory_size=true"], "replay:memory_size must be a whole number"),
+    (["--strategy", "replay:memory_size=1e30"], "memory_size must be a whole number below 2**63"),
+    (["--strategy", "gem:memory_per_task=10.5"], "gem:memory_per_task must be a whole number"),
+    (["--strategy", "ewc:fisher_samples=2.5"], "ewc:fisher_samples must be a whole number"),
+    (["--strategy", "si:clip=2"], "si:clip must be true or false, got 2"),
     (["--strategy", "ewc:lambda=nan"], "not a finite number"),
     (["--strategy", "gem:memory=256"], "has no setting 'memory'"),
     (["--strategy", "gem:memory_per_task=0"], "memory_per_task must be at least 1"),
@@ -486,6 +493,10 @@ BAD_FLAGS = [
     (["--scheduler", "step:step_size=0"], "step_size must be at least 1, got 0"),
     (["--scheduler", "onecycle:max_lr=-1"], "sets the learning rate to -"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--device", "meta"], "unknown device 'meta'"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'"),
+    (["--seeds", "0", "1", "--address", "nonsense"], "'nonsense' is not a Ray address"),
+    (["--seeds", "0", "1", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127"),
     (["--scenario", "bogus"], "invalid choice"),
     (["--tasks", "many"], "invalid int value"),
 ]
@@ -522,7 +533,18 @@ BAD_CONFIG_FILES = [
     ("noise.toml", b'stream = "noisy"\n[stream_options]\nnoise = [nan, 0.0]\n', "finite"),
     ("identity.yaml", b"stream: permuted\nstream_options: {identity_first: maybe}\n", "true or"),
     ("tasks.toml", b'tasks = "three"\n', "tasks must be a whole number"),
-    ("hidden.toml", b'hidden = ["a"]\n', "--hidden must be whole numbers"),
+    ("hidden.toml", b'hidden = ["a"]\n', "each of --hidden must be a whole number"),
+    ("hidden-float.toml", b"hidden = [100.7]\n", "each of --hidden must be a whole number"),
+    ("seeds-float.toml", b"seeds = [0.5, 1.5]\n", "each of --seeds must be a whole number"),
+    ("stream-table.toml", b'stream = {name = "rotated"}\n', "stream must be text"),
+    ("model-list.toml", b'model = ["mlp"]\n', "model must be text"),
+    ("data-list.toml", b'data = ["digits"]\n', "data must be text"),
+    ("data-dir.toml", b"data_dir = 5\n", "data_dir must be text"),
+    ("device-list.toml", b'device = ["cpu"]\n', "device must be text"),
+    ("device-meta.toml", b'device = "meta"\n', "unknown device 'meta'"),
+    ("name-list.toml", b'strategy = [{name = ["ewc"]}]\n', "strategy table's name must be"),
+    ("label.toml", b'strategy = [{name = "finetune", label = 5}]\n', "label must be text"),
+    ("gem.toml", b'strategy = [{name = "gem", memory_per_task = 2.5}]\n', "a whole number"),
     ("wd.toml", b"weight_decay = inf\n", "not a finite number"),
     ("lr.yaml", b"lr: .nan\n", "not a finite number"),
     ("unknown.toml", b"colour = 3\n", "unknown setting(s) colour"),
@@ -604,6 +626,9 @@ WRONG_RESULTS = [
     ("status", 3),
     ("parameters", {"n": 3}),
     ("bwt", True),
+    ("footprint", "zzz"),
+    ("not_applicable", [1]),
+    ("curves", {"step": "x"}),
 ]
 
 
@@ -887,3 +912,62 @@ def test_babi_bad_member_message_counts_what_was_installed(shared_data, tmp_path
     assert bad not in installed and len(installed) >= 1
     assert f"{len(installed)} verified files of the archive were installed" in message
     assert "nothing was saved" not in message and "\n" not in message
+
+
+def test_whole_float_settings_are_taken_as_whole_numbers():
+    from lifelong.config import RunConfig
+    from lifelong.strategies import create_strategy
+
+    assert create_strategy("gem", {"memory_per_task": 10.0}).memory_per_task == 10
+    assert create_strategy("ewc", {"fisher": True}).fisher == "true"  # as written on the line
+    config = RunConfig.from_dict({"hidden": [100.0], "seeds": [0.0, 1]})
+    assert config.hidden == (100,) and config.seeds == (0, 1)
+
+
+def test_wrong_top_level_results_fields_exit_2_with_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps({**results, "config": "x"}))
+    assert cli(["report", str(run)]) == 2
+    assert "results.json: config should be an object" in one_line(capsys)
+    with pytest.raises(DataError, match="config should be an object"):
+        load_results(run)
+
+
+def test_study_results_with_a_wrong_mean_exit_2_with_one_line(finished_run, tmp_path, capsys):
+    from lifelong.study import study_from_run
+
+    run = copy_run(finished_run, tmp_path / "run")
+    study = study_from_run(json.loads((run / "results.json").read_text()))
+    (run / "results.json").write_text(json.dumps(study))
+    assert cli(["report", str(run)]) == 0  # the study as written is read
+    capsys.readouterr()
+    study["strategies"]["l2"]["mean"] = "x"
+    (run / "results.json").write_text(json.dumps(study))
+    assert cli(["report", str(run)]) == 2
+    assert "strategies.l2.mean should be an object of numbers" in one_line(capsys)
+
+
+@pytest.mark.parametrize("key", ["accuracy_matrix", "footprint"])
+def test_resume_on_wrongly_typed_results_gives_the_recovery_step(
+    key, finished_run, tmp_path, capsys
+):
+    run = copy_run(finished_run, tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    results["strategies"]["l2"][key] = "x"
+    (run / "results.json").write_text(json.dumps(results))
+    before = snapshot(run)
+    assert cli(["run", "--resume", str(run), "--quiet", "--no-report"]) == 2
+    line = one_line(capsys)
+    assert f"strategies.l2.{key} should be" in line and "delete it and resume" in line
+    assert snapshot(run) == before
+
+
+def test_largest_seed_holds_out_validation_data(digits_stream):
+    held = digits_stream.hold_out(0.2, 2**63 - 1)
+    assert all(len(task.valid) and len(task.valid) + len(task.train) == 200 for task in held.tasks)
+
+
+def test_figure_seed_beyond_64_bits_exits_2_with_one_line(capsys):
+    assert cli(["figure", "evaluation", "--seed", "99999999999999999999"]) == 2
+    assert "--seed must be between 0 and 2**63-1" in one_line(capsys)

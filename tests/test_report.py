@@ -399,7 +399,7 @@ def test_partial_matrix_pads_unreached_rows_and_curves_are_optional(tmp_path: Pa
     broken["curves"] = {"step": [0, 1], "task": [0], "accuracy": [[0.1, 0.1, 0.1]]}
     results = _one_task_results()
     results["strategies"]["broken"] = broken
-    with pytest.raises(DataError, match="malformed curves"):
+    with pytest.raises(DataError, match="curves should hold step, task and accuracy lists"):
         read_results(_write(tmp_path, results))
 
 

@@ -487,8 +487,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
+    from lifelong.config import check_seed
     from lifelong.figures import FIGURES, FigureOptions, make_all, make_figure
 
+    check_seed(args.seed)
     if args.name != "all" and args.name not in FIGURES:
         known = ", ".join([*FIGURES, "all"])
         raise ConfigError(f"unknown figure {args.name!r}; known: {known}")

@@ -60,6 +60,12 @@ def check_number(value: Any, what: str = "") -> Any:
     return value
 
 
+def check_seed(seed: int, what: str = "--seed") -> None:
+    """Refuse a seed outside 0..2**63-1 (what torch and NumPy take) in one line."""
+    if not 0 <= seed <= MAX_INT:
+        raise ConfigError(f"{what} must be between 0 and 2**63-1, got {seed}")
+
+
 def _check_brackets(text: str) -> None:
     depth = 0
     for ch in text:
@@ -125,6 +131,11 @@ class StrategySpec:
             if not name:
                 raise ConfigError(f"a strategy table needs a name, got {spec}")
             label = spec.pop("label", None)
+            for key, value in (("name", name), ("label", label)):
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError(f"a strategy table's {key} must be text, got {value!r}")
+            if not all(isinstance(k, str) for k in spec):
+                raise ConfigError(f"a strategy table's keys must be text, got {list(spec)}")
             options = {k.replace("-", "_"): v for k, v in spec.items()}
             text = name + (
                 ":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else ""
@@ -179,14 +190,23 @@ def _is_train_key(key: str) -> bool:
     return key in TRAIN_KEYS or ("." in key and key.partition(".")[0] in ("optimizer", "scheduler"))
 
 
+def _whole_number(value: Any, what: str) -> int:
+    """``value`` as an int: a whole number (``10.0`` gives 10) below 2**63; ``2.5``, ``true`` and
+    text that is not a whole number are refused with one line naming ``what``."""
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and value % 1):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{what} must be a whole number, got {value!r}") from None
+    return check_number(number, f"{what} {value!r}")
+
+
 def _tuple_of_ints(value: Any, what: str) -> tuple[int, ...] | None:
     if value is None:
         return None
     items = value if isinstance(value, list | tuple) else [value]
-    try:
-        return tuple(int(v) for v in items)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be whole numbers, got {value!r}") from None
+    return tuple(_whole_number(v, f"each of {what}") for v in items)
 
 
 def _train_value(key: str, value: Any, where: str) -> Any:
@@ -194,6 +214,19 @@ def _train_value(key: str, value: Any, where: str) -> Any:
     if isinstance(getattr(TrainConfig, key), bool) and isinstance(value, str):
         value = parse_value(value)
     return train_value(key, value, where)
+
+
+TEXT_KEYS = ("data", "data_dir", "stream", "scenario", "model", "device")
+"""Settings that are one name or path: a number, list or table there is refused."""
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device the library does not train on (``meta``, ``xla``, typos) in one line;
+    ``cpu``, ``cuda``, ``cuda:N`` and ``auto`` pass."""
+    kind, colon, index = device.partition(":")
+    if device == "auto" or (kind in ("cpu", "cuda") and (not colon or index.isdigit())):
+        return
+    raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
 
 
 @dataclass(frozen=True)
@@ -234,6 +267,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         from lifelong.plugins import load_plugins
 
+        for key in TEXT_KEYS:  # before any lookup: a list or table is not a name
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key} must be text (a name or path), got {value!r}")
+        _check_device(self.device)
         load_plugins(self.plugins, "plugins")  # before the names below are looked up
         from lifelong.data import IMAGE_SOURCES
         from lifelong.models import MODELS
@@ -295,8 +333,7 @@ class RunConfig:
                         ("--test-samples", self.test_samples)):  # fmt: skip
             if n is not None and n < 1:
                 raise ConfigError(f"{what} must be at least 1, got {n}")
-        if not 0 <= self.seed <= MAX_INT:
-            raise ConfigError(f"--seed must be between 0 and 2**63-1, got {self.seed}")
+        check_seed(self.seed)
         if self.memory is not None and (isinstance(self.memory, bool) or self.memory < 1):
             raise ConfigError(
                 f"--memory must be a whole number of examples >= 1, got {self.memory}"
@@ -463,7 +500,9 @@ class RunConfig:
         if isinstance(d.get("stream"), str) and ":" in d["stream"]:
             name, options = parse_named(d["stream"], "stream")
             d["stream"], d["stream_options"] = name, {**options, **d.get("stream_options", {})}
-        if d.get("data_dir"):  # absolute, so that --resume works from any directory
+        if d.get("data_dir") and isinstance(
+            d["data_dir"], str
+        ):  # absolute, so that --resume works from any directory
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
         d["hidden"] = _tuple_of_ints(d.get("hidden"), "--hidden")
         d["seeds"] = _tuple_of_ints(d.get("seeds"), "--seeds")
@@ -479,15 +518,8 @@ class RunConfig:
             d["log"] = tuple(log)
         for key in ("tasks", "train_samples", "test_samples", "epochs", "batch_size", "seed",
                     "eval_every", "eval_batch_size", "tune_tasks", "memory"):  # fmt: skip
-            value = d.get(key)
-            if value is not None:
-                try:
-                    if isinstance(value, bool) or (isinstance(value, float) and value % 1):
-                        raise ValueError
-                    d[key] = int(value)
-                except (TypeError, ValueError, OverflowError):
-                    raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
-                check_number(d[key], f"{key} {value!r}")
+            if d.get(key) is not None:
+                d[key] = _whole_number(d[key], key)
         for key in ("lr", "momentum", "weight_decay", "validation"):
             value = d.get(key)
             if value is not None:

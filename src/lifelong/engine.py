@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -278,6 +279,28 @@ def _ray_unit(
     return status, reason, time.perf_counter() - start
 
 
+REACH_SECONDS = 10.0
+"""How long a cluster's HOST:PORT may take to accept a connection before the run is refused."""
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse in one line a ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing accepts a
+    connection: ``ray.init`` has no timeout and retries such an address for minutes. Other
+    forms (``auto``) are left to Ray."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS):
+            pass
+    except (OSError, OverflowError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {address}: {_one_line(reason)}; start one with "
+            "`ray start --head` or give its HOST:PORT"
+        ) from None
+
+
 def _run_ray(
     units: Sequence[Unit],
     todo: Sequence[int],
@@ -317,12 +340,21 @@ def _run_ray(
     import logging
 
     logging.getLogger("ray").setLevel(logging.ERROR)  # no start-up chatter; errors still show
+    if address:
+        _check_reachable(address)
     try:
         ray.init(**options)
     except ConnectionError as err:
         raise ConfigError(
             f"cannot reach a Ray cluster at {address}: {_one_line(str(err))}; start one with "
             "`ray start --head` or give its HOST:PORT"
+        ) from None
+    except ValueError as err:  # Ray's "Invalid address format"
+        if not address:
+            raise
+        raise ConfigError(
+            f"--address {address!r} is not a Ray address ({_one_line(str(err))}); give the "
+            "HOST:PORT of a running cluster (`ray start --head` prints it)"
         ) from None
     _catch_sigterm()  # again: ray.init installs its own handler, which aborts the driver
     task = ray.remote(_ray_unit).options(

@@ -328,9 +328,123 @@ RECOVER_RESULTS = (
 )
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_numbers(v: Any) -> bool:
+    """A number, null, or a (nested) list of them."""
+    return v is None or _is_number(v) or (isinstance(v, list) and all(_is_numbers(x) for x in v))
+
+
+def _list_of(check: Any) -> Any:
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _table_of(check: Any) -> Any:
+    return lambda v: isinstance(v, dict) and all(check(x) for x in v.values())
+
+
+def _or_null(check: Any) -> Any:
+    return lambda v: v is None or check(v)
+
+
+def _is_table(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+_NUMBER = (_or_null(_is_number), "a number or null")
+_WHOLE = (_or_null(_is_whole), "a whole number or null")
+_TABLE = (_is_table, "an object")
+_TEXT = (_is_text, "text")
+_MATRIX = (_list_of(_list_of(_or_null(_is_number))), "a list of rows of numbers")
+_NUMBERS = (_list_of(_or_null(_is_number)), "a list of numbers")
+_ENTRY_FIELDS: dict[str, tuple[Any, str]] = {
+    "strategy": _TEXT,
+    "params": _TABLE,
+    "train": _TABLE,
+    "seed": _WHOLE,
+    "status": _TEXT,
+    "error": (_or_null(_is_text), "text or null"),
+    "tasks_done": _WHOLE,
+    "accuracy_matrix": _MATRIX,
+    "validation_matrix": _MATRIX,
+    **dict.fromkeys(metrics.summarize([[0.0]]), _NUMBER),
+    **dict.fromkeys(("train_seconds", "eval_seconds", "peak_rss_mb", "peak_device_mb"), _NUMBER),
+    "parameters": _NUMBERS,
+    "not_applicable": (_table_of(_is_text), "an object of metric: reason texts"),
+    "examples": _NUMBER,  # a study's entry holds the mean over seeds
+    "extra_bytes": _NUMBER,
+    "stored_examples": _NUMBERS,
+    "footprint": (_list_of(_table_of(_is_number)), "a list of objects of bytes by kind"),
+    "model_bytes": _WHOLE,
+    "curves": (_table_of(_or_null(_list_of(_is_numbers))), "an object of lists of numbers"),
+    "extra": _TABLE,
+}
+_STUDY_FIELDS: dict[str, tuple[Any, str]] = {  # schema 2 (lifelong.study) entries, besides
+    "mean": (_table_of(_or_null(_is_number)), "an object of numbers"),
+    "std": (_table_of(_or_null(_is_number)), "an object of numbers"),
+    "n": _WHOLE,
+    "seeds": (_table_of(_is_table), "an object of per-seed results"),
+    "chosen": (_or_null(_is_text), "text or null"),
+    "chosen_values": (_or_null(_is_table), "an object or null"),
+    "validation_score": _NUMBER,
+    "candidates": (_list_of(_is_table), "a list of objects"),
+    "units": (_table_of(_is_text), "an object of folder names"),
+}
+
+
+def check_results(data: dict[str, Any], path: Path, hint: str = "") -> dict[str, Any]:
+    """``data``, a results.json object, when every field the library reads has its type (fields
+    it lacks are left to the reader); otherwise one :class:`DataError` naming the file, the field
+    and what it should be. Schema 2 (a study) entries are checked as schema 1 entries, their
+    study fields and every per-seed entry. The one check of report, resume and loading."""
+    hint = hint or RECOVER_RESULTS
+
+    def check(value: Any, rule: tuple[Any, str], name: str) -> None:
+        if not rule[0](value):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise DataError(f"{path}: {name} should be {rule[1]}, got {shown}; {hint}")
+
+    for key in ("config", "stream", "environment"):
+        if key in data:
+            check(data[key], _TABLE, key)
+    check(data.get("strategies"), (_is_table, "an object of results by strategy"), "strategies")
+    study = data.get("schema") == 2
+    for label, entry in data["strategies"].items():
+        entries = [(f"strategies.{label}", entry)]
+        check(entry, _TABLE, entries[0][0])
+        if study:
+            for key, rule in _STUDY_FIELDS.items():
+                if key in entry:
+                    check(entry[key], rule, f"strategies.{label}.{key}")
+            entries += [
+                (f"strategies.{label}.seeds.{s}", e) for s, e in entry.get("seeds", {}).items()
+            ]
+        for name, item in entries:
+            for key, rule in _ENTRY_FIELDS.items():
+                if key in item:
+                    check(item[key], rule, f"{name}.{key}")
+            curves = item.get("curves") or {}
+            if len({len(curves.get(k) or []) for k in ("step", "task", "accuracy")}) > 1:
+                raise DataError(
+                    f"{path}: {name}.curves should hold step, task and accuracy lists of one "
+                    f"length; {hint}"
+                )
+    return data
+
+
 def read_results_json(run_dir: str | Path) -> dict[str, Any]:
     """The JSON object in ``run_dir/results.json``, any schema (one clear error if it is missing,
-    not JSON or not an object)."""
+    not JSON, not an object or mistyped: :func:`check_results`)."""
     path = Path(run_dir) / "results.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -343,7 +457,7 @@ def read_results_json(run_dir: str | Path) -> dict[str, Any]:
         raise DataError(f"{path} is not valid JSON ({text}); {RECOVER_RESULTS}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} is not a lifelong results file; {RECOVER_RESULTS}")
-    return data
+    return check_results(data, path)
 
 
 def load_results(run_dir: str | Path) -> RunResults:

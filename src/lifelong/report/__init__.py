@@ -15,7 +15,7 @@ from typing import Any
 
 from lifelong.errors import DataError
 from lifelong.report.table import format_table
-from lifelong.results import atomic_write_text
+from lifelong.results import atomic_write_text, check_results
 
 # The plotting names come from lifelong.report.plots on first use (PEP 562): importing
 # matplotlib costs about a second, which a run that only prints its table never pays.
@@ -66,7 +66,8 @@ def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The results.json dict of a run directory (or of the results.json path itself), checked.
 
     Raises :class:`DataError` with one line naming the file when it is missing, not JSON, of an
-    unknown schema, or shaped unlike the output of ``lifelong run``.
+    unknown schema, or shaped unlike the output of ``lifelong run``
+    (:func:`lifelong.results.check_results`).
     """
     path = _results_path(run_dir)
     hint = "pass a run directory written by `lifelong run`"
@@ -85,41 +86,7 @@ def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"{', '.join(map(str, SUPPORTED_SCHEMA))}; rebuild the report with the lifelong "
             "version that wrote it"
         )
-    for label, entry in results["strategies"].items():
-        if not isinstance(entry, dict):
-            raise DataError(f"{path}: strategy {label!r} is not an object; {hint}")
-        matrix = entry.get("accuracy_matrix") or []
-        if not isinstance(matrix, list) or not all(isinstance(row, list) for row in matrix):
-            raise DataError(f"{path}: strategy {label!r} has a malformed accuracy_matrix; {hint}")
-        curves = entry.get("curves") or {}
-        if not isinstance(curves, dict) or (
-            len({len(curves.get(key) or []) for key in ("step", "task", "accuracy")}) > 1
-        ):
-            raise DataError(f"{path}: strategy {label!r} has malformed curves; {hint}")
-        wrong = [key for key in _NUMERIC if not _numbers(entry.get(key))]
-        wrong += [] if all(_numbers(row) for row in matrix) else ["accuracy_matrix"]
-        wrong += [k for k in ("step", "task", "accuracy") if not _numbers(curves.get(k))]
-        if not isinstance(entry.get("status", ""), str):
-            wrong.append("status")
-        if wrong:
-            raise DataError(
-                f"{path}: strategy {label!r} has values that are not numbers in "
-                f"{', '.join(wrong)}; {hint}"
-            )
-    return results
-
-
-_NUMERIC = ("acc", "bwt", "fwt", "forgetting", "learning_accuracy", "train_seconds",
-            "eval_seconds", "peak_rss_mb", "peak_device_mb", "parameters")  # fmt: skip
-
-
-def _numbers(value: Any) -> bool:
-    """``value`` is a number, null, or a (nested) list of them: what a report draws."""
-    if value is None:
-        return True
-    if isinstance(value, list):
-        return all(_numbers(v) for v in value)
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return check_results(results, path, hint)
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> Path:

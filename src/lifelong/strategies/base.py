@@ -40,6 +40,8 @@ import bisect
 import hashlib
 import inspect
 import keyword
+import math
+import numbers
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -457,33 +459,80 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-def _coerce(value: str, annotation: Any, default: Any, where: str) -> Any:
-    """Turn a command-line string into the declared type of a hyperparameter.
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}  # fmt: skip
+_KIND_NAMES = {
+    "bool": "true or false",
+    "int": "a whole number below 2**63",
+    "float": "a number",
+    "str": "text",
+}
+
+
+def _as_kind(value: Any, kind: str) -> tuple[bool, Any]:
+    """``(True, value as kind)`` when ``value`` is one (a whole float as an int, an int as a float,
+    0/1 as a bool, a number or true/false read from the command line as the text written);
+    ``(False, None)`` otherwise."""
+    from lifelong.config import MAX_INT
+
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind == "bool":
+        if isinstance(value, bool) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+            return True, bool(value)
+    elif kind == "int":
+        if real and math.isfinite(value) and float(value).is_integer():
+            number = int(value)
+            if abs(number) <= MAX_INT:
+                return True, number
+    elif kind == "float":
+        if real and math.isfinite(value):
+            return True, float(value)
+    elif kind == "str" and isinstance(value, str | bool | numbers.Real):
+        from lifelong.config import format_value
+
+        return True, value if isinstance(value, str) else format_value(value)  # as written
+    return False, None
+
+
+def _coerce(value: Any, annotation: Any, default: Any, where: str) -> Any:
+    """``value`` as the declared type of a hyperparameter, or one :class:`ConfigError` naming it.
 
     The type comes from the annotation (``int``, ``float | None``, ``bool``, ...) or, when there
-    is none, from the default's type; ``none``/``null`` give ``None`` where ``None`` is allowed.
+    is none, from the default's type. A string is read as the command line reads it
+    (:func:`~lifelong.config.parse_value`; also yes/no/on/off for a bool; ``none``/``null`` give
+    ``None`` where ``None`` is allowed). A whole float becomes an int and an int a float; anything
+    else of the wrong type (``2.5`` or ``true`` for an int, text for a number, a whole number
+    beyond 2**63) is refused; a text setting takes a number or true/false as written. Types other than bool, int, float and str are not checked.
     """
+    from lifelong.config import parse_value
+
     text = str(annotation) if annotation is not inspect.Parameter.empty else ""
     if not text and default not in (None, inspect.Parameter.empty):
         text = type(default).__name__
     kinds = [k.strip() for k in text.split("|")]
-    if value.strip().lower() in ("none", "null") and ("None" in kinds or default is None):
+    nullable = "None" in kinds or default is None
+    checked = [k for k in kinds if k in _KIND_NAMES]
+    if not checked:
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("none", "null") and nullable:
+            return None
+        if "bool" in checked and low in _BOOL_WORDS:
+            return _BOOL_WORDS[low]
+        if "str" not in checked:
+            try:
+                value = parse_value(value)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+    if value is None and nullable:
         return None
-    try:
-        if "bool" in kinds:
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if "int" in kinds:
-            return int(value)
-        if "float" in kinds:
-            return float(value)
-    except ValueError:
-        raise ConfigError(f"{where}: cannot read {value!r} as {text}") from None
-    return value
+    for kind in checked:
+        ok, converted = _as_kind(value, kind)
+        if ok:
+            return converted
+    expected = " or ".join(_KIND_NAMES[k] for k in checked) + (" or none" if nullable else "")
+    raise ConfigError(f"strategy setting {where} must be {expected}, got {value!r}")
 
 
 def create_strategy(
@@ -493,7 +542,8 @@ def create_strategy(
     memory: int | None = None,
     tasks: int | None = None,
 ) -> Strategy:
-    """Instantiate a registered strategy; string values are converted to the declared types.
+    """Instantiate a registered strategy; every value is checked against, and converted to, the
+    declared type of its setting (:func:`_coerce`).
 
     ``memory`` (with the stream's number of ``tasks``): the run's budget of stored examples,
     applied to a strategy that stores examples unless ``params`` sets its own."""
@@ -519,9 +569,7 @@ def create_strategy(
             known = ", ".join(sorted(declared)) or "none"
             raise ConfigError(f"strategy {name!r} has no setting {key!r}; its settings: {known}")
         p = declared[cli_key]
-        if isinstance(value, str):
-            value = _coerce(value, p.annotation, p.default, f"{name}:{key}")
-        kwargs[p.name] = value
+        kwargs[p.name] = _coerce(value, p.annotation, p.default, f"{name}:{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:

@@ -231,7 +231,8 @@ class Stream:
         and is the same for every strategy of a seed."""
         tasks = []
         for task in self.tasks:
-            generator = torch.Generator().manual_seed(1_000_003 * seed + task.id)
+            seed_of_task = (1_000_003 * seed + task.id) % 2**64  # within what torch takes
+            generator = torch.Generator().manual_seed(seed_of_task)
             held = stratified_holdout(task.train.y, fraction, generator)
             keep = torch.ones(len(task.train), dtype=torch.bool)
             keep[held] = False
