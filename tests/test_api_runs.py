@@ -140,3 +140,9 @@ def test_labels_that_would_share_a_file_are_refused() -> None:
     with pytest.raises(ConfigError, match="'ewc:lambda=1' and 'ewc/lambda=1' give the same file"):
         RunConfig(strategies=["ewc:lambda=1", "ewc/lambda=1"])
     RunConfig(strategies=["ewc:lambda=1", "ewc:lambda=10"])  # distinct names
+
+
+def test_devices_other_than_cpu_and_cuda_are_refused(task_stream) -> None:
+    for device in ("meta", "mps", "nonsense"):
+        with pytest.raises(ConfigError, match="unknown device"):
+            learn_stream(task_stream, "finetune", train=CONFIG, device=device)

@@ -68,7 +68,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
