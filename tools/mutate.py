@@ -52,6 +52,7 @@ MAS = f"{FR}::test_mas_accumulates_over_three_tasks_from_per_sample_gradients"
 SI = f"{FR}::test_si_importance_over_two_tasks_with_xi_and_reset"
 RW = "tests/test_regularization_rwalk_scp.py"
 HOST = "tests/test_host_reads.py"
+API = "tests/test_api_runs.py"
 MUTATIONS = [
     m(
         "persample: tied weights kept on the fast route",
@@ -340,6 +341,34 @@ MUTATIONS = [
         "                        self._read_losses(pending, task)  # no curve point of a diverged model\n",
         "",
         f"{HOST}::test_no_curve_point_is_measured_after_the_loss_diverged",
+    ),
+    m(
+        "runner: a strategy object reused for a second run",
+        "src/lifelong/runner.py",
+        'if "stream" in vars(strategy):',
+        "if False:",
+        f"{API}::test_a_strategy_object_serves_one_run",
+    ),
+    m(
+        "runner: a checkpoint of another run resumed",
+        "src/lifelong/runner.py",
+        "if run is not None and written is not None and written != run:",
+        "if False:",
+        f"{API}::test_a_checkpoint_resumes_only_the_run_that_wrote_it",
+    ),
+    m(
+        "runner: the model's requires_grad flags left as the strategy set them",
+        "src/lifelong/runner.py",
+        "            param.requires_grad_(flag)",
+        "            pass",
+        f"{API}::test_your_model_keeps_its_requires_grad_flags",
+    ),
+    m(
+        "gem: batch-norm models through vmap again",
+        f"{S}/memory/gem.py",
+        "if couples_or_mutates(model):",
+        "if False:",
+        "tests/test_gem_gradients.py",
     ),
     m(
         "agem: the projection behind a branch again",
