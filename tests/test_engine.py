@@ -154,6 +154,47 @@ def test_plugin_flag_and_bad_plugins(tmp_path, plugin, capsys):
     assert "must be a module's import name" in capsys.readouterr().err
 
 
+def test_a_run_folder_never_imports_a_plugin_by_itself(tmp_path, monkeypatch, capsys):
+    """A config.json naming a module the command did not import is refused, and the module does
+    not run; named with --plugin, it is imported and the run resumes. A sweep's emitted commands
+    name its plugins. (Watched failing with ``check_named`` removed from ``load_run_config``:
+    the marker file appears.)"""
+    folder, marker = tmp_path / "src", tmp_path / "imported"
+    folder.mkdir()
+    name = f"lifelong_test_marker_{os.getpid()}"
+    (folder / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    run = tmp_path / "run"
+    args = ["run", "--data", "digits", "--tasks", "2", "--train-samples", "40", "--quiet"]
+    assert cli.main([*args, "--no-report", "--out", str(run)]) == 0
+    settings = json.loads((run / "config.json").read_text())
+    settings["plugins"] = [name]
+    (run / "config.json").write_text(json.dumps(settings))
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(run), "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "never imports code by itself" in err and f"--plugin {name}" in err
+    assert len(err.splitlines()) == 1 and not marker.exists()
+    assert cli.main(["run", "--resume", str(run), "--quiet", "--no-report", "--plugin", name]) == 0
+    assert marker.exists()
+
+
+def test_emitted_sweep_commands_name_the_plugins(tmp_path, plugin, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(
+        f"plugins = [{json.dumps(plugin)}]\n[base]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in SMALL.items())
+        + "[grid]\nseed = [0]\n"
+    )
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(sweep), "--out", str(out), "--emit", "commands"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.endswith(f"--no-report --plugin {plugin}")
+    assert cli.main(["sweep", str(sweep), "--out", str(out), "--emit", "slurm"]) == 0
+    assert (out / "sweep.sbatch").read_text().rstrip().endswith(f"--plugin {plugin}")
+
+
 def test_missing_ray_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"needs Ray: pip install"):

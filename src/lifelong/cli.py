@@ -302,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         from lifelong.plugins import load_plugins
 
-        load_plugins(args.plugin, "--plugin")  # config.json names the run's own plugins
+        load_plugins(args.plugin, "--plugin")  # the ones config.json names must be among these
         config = load_run_config(run_dir)
     else:
         file = load_config_file(args.config) if args.config else {}
@@ -335,7 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "address": args.address,
             "threads": args.threads,
             "gpus_per_unit": args.gpus_per_unit,
-            "plugins": args.plugin,
+            "plugins": list(config.plugins),  # the workers import them (a folder never does)
             "reports": False,  # the study's report covers its units (`lifelong report UNIT`)
         }
         study = run_study(

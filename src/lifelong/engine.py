@@ -130,7 +130,7 @@ def run_unit(
             torch.set_num_threads(threads)
         from lifelong.experiment import load_run_config, run_experiment
 
-        config = load_run_config(run_dir)  # imports the plugins named in config.json
+        config = load_run_config(run_dir)  # its plugins: imported above (`plugins`)
         from lifelong.callbacks import ProgressBar
 
         display = [ProgressBar()] if progress else []  # moves at every step on a terminal
@@ -315,7 +315,7 @@ def _run_ray(
     if address:
         _use_token_if_present()  # before Ray reads its settings, on import
     ray = import_ray()
-    from lifelong.plugins import load_plugins, modules_to_ship
+    from lifelong.plugins import check_named, load_plugins, modules_to_ship
 
     load_plugins(plugins, "--plugin")  # a wrong name fails here, before Ray starts
     config_plugins: list[str] = []
@@ -323,8 +323,9 @@ def _run_ray(
         with contextlib.suppress(OSError, ValueError, AttributeError):
             raw = json.loads((units[index].run_dir / "config.json").read_text())
             config_plugins += [p for p in raw.get("plugins") or () if p not in config_plugins]
-    load_plugins(config_plugins, "config.json")
-    shipped = modules_to_ship([*plugins, *config_plugins])
+    check_named(config_plugins, "a unit's config.json")  # imported by this driver's own config
+    plugins = [*plugins, *(p for p in config_plugins if p not in plugins)]  # the workers import
+    shipped = modules_to_ship(plugins)
     threads = threads or 1
     options: dict[str, Any] = {
         "runtime_env": {"py_modules": shipped} if shipped else None,

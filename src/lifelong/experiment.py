@@ -23,6 +23,7 @@ from lifelong.callbacks import LOG_OUTPUTS, Callback, make_loggers, write_messag
 from lifelong.config import RunConfig
 from lifelong.errors import ConfigError, RunInterrupted, TrainingDivergedError
 from lifelong.models import check_model
+from lifelong.plugins import check_named
 from lifelong.resources import run_environment
 from lifelong.results import (
     RunResults,
@@ -109,6 +110,8 @@ def load_run_config(run_dir: Path) -> RunConfig:
         ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} does not hold a table of settings; restore it or start again")
+    named = raw.get("plugins") or []
+    check_named([named] if isinstance(named, str) else named, str(path))
     try:
         return RunConfig.from_dict(raw)
     except ConfigError as err:

@@ -10,8 +10,10 @@ strategy, ``register_stream``, ``register_model``). It is named
       [project.entry-points."lifelong.plugins"]
       mypkg = "mypkg.strategies"
 
-A run's ``config.json`` keeps its plugins, so every process that loads the run (``--resume``, a
-worker of the engine, a SLURM array task) imports them before it reads the strategy names.
+A run's ``config.json`` keeps its plugins, but a run folder never imports code by itself: a
+process that loads the run (``--resume``, a worker of the engine, a SLURM array task) is given
+them by its command (``--plugin``; the engine passes its own) and imports them before it reads
+the strategy names, and a plugin the folder names beyond those is refused (:func:`check_named`).
 Entry points are loaded once per process, with the first plugin lookup. Plugins are modules you
 installed or wrote, named by their import path; a file of settings never names a file to run.
 """
@@ -74,6 +76,21 @@ def load_plugins(names: Iterable[str] = (), where: str = "") -> list[ModuleType]
     load_entry_points()
     where = f" (in {where})" if where else ""
     return [_import(name, where) for name in names]
+
+
+def check_named(names: Iterable[str], source: str) -> None:
+    """Refuse plugins that a file read from a run folder (``source``) names but this process has
+    not imported: a folder received from elsewhere must not make this process run a module.
+    The command's own ``--plugin`` modules, its config or sweep file's plugins and the installed
+    entry points are imported before any run folder is read, so they pass."""
+    load_entry_points()
+    foreign = [n for n in names if not isinstance(n, str) or n.strip() not in sys.modules]
+    if foreign:
+        flags = " ".join(f"--plugin {n}" for n in foreign)
+        raise ConfigError(
+            f"{source} names plugins {', '.join(map(str, foreign))} that this command did not "
+            f"import; a run folder never imports code by itself: if you trust them, add {flags}"
+        )
 
 
 def _installed_roots() -> set[Path]:

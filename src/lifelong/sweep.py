@@ -43,8 +43,8 @@ Every job is a Ray task asking for ``--threads`` CPUs (and ``--gpus-per-unit`` G
 are skipped, interrupted ones resumed; one failing job does not stop the others, and the exit
 status is 0 only when every job is complete. ``OUT/sweep.json`` records each job's state and the
 outcome of the last launch (with the reason of a failure). Plugins (``plugins = [...]`` in the
-file, or ``--plugin MODULE``) are stored in every job's ``config.json`` and imported wherever the
-job runs.
+file, or ``--plugin MODULE``) are stored in every job's ``config.json`` and named on every
+command that runs a job (a run folder never imports code by itself).
 
 Without Ray, on any scheduler that takes shell commands, with the output directory and the
 Python environment visible from every node:
@@ -440,6 +440,11 @@ def write_sweep_json(sweep: Sweep, out: Path, states: Sequence[JobState]) -> Non
     atomic_write_text(out / SWEEP_FILE, json.dumps(record, indent=1, default=str) + "\n")
 
 
+def sweep_plugins(sweep: Sweep) -> list[str]:
+    """The plugins the sweep's jobs import (the same for every job: the file's and --plugin)."""
+    return list(dict.fromkeys(p for job in sweep.jobs for p in job.config.plugins))
+
+
 def write_jobs_file(sweep: Sweep, out: Path) -> Path:
     """``OUT/jobs.txt``: every job's absolute run directory, one a line, in grid order."""
     path = out / JOBS_FILE
@@ -447,9 +452,15 @@ def write_jobs_file(sweep: Sweep, out: Path) -> Path:
     return path
 
 
-def job_command(run_dir: Path, python: str = sys.executable) -> list[str]:
-    """The command that starts or resumes one job (idempotent)."""
-    return [python, "-m", "lifelong.cli", "run", "--resume", str(run_dir), "--quiet", "--no-report"]
+def job_command(
+    run_dir: Path, python: str = sys.executable, plugins: Sequence[str] = ()
+) -> list[str]:
+    """The command that starts or resumes one job (idempotent); ``plugins``: the sweep's, named
+    again because a run folder never imports code by itself."""
+    return [
+        python, "-m", "lifelong.cli", "run", "--resume", str(run_dir), "--quiet", "--no-report",
+        *(arg for name in plugins for arg in ("--plugin", name)),
+    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,7 +474,7 @@ def emit_commands(sweep: Sweep, out: Path, threads: int, python: str = sys.execu
     write_jobs_file(sweep, out)
     env = f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
     return [
-        env + shlex.join(job_command((out / s.name).resolve(), python))
+        env + shlex.join(job_command((out / s.name).resolve(), python, sweep_plugins(sweep)))
         for s in states
         if s.status not in ("complete", "failed")
     ]
@@ -521,7 +532,8 @@ def write_slurm(
         '  echo "no job number $SLURM_ARRAY_TASK_ID in the jobs file" >&2',
         "  exit 1",
         "fi",
-        f'exec {run} "$run_dir" --quiet --no-report',
+        f'exec {run} "$run_dir" --quiet --no-report'
+        + "".join(f" --plugin {shlex.quote(name)}" for name in sweep_plugins(sweep)),
     ]
     atomic_write_text(script, "\n".join(lines) + "\n")
     script.chmod(0o755)
@@ -819,7 +831,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 address=args.address,
                 threads=args.threads,
                 gpus_per_unit=args.gpus_per_unit,
-                plugins=args.plugin,
+                plugins=sweep_plugins(sweep),
                 quiet=False,
                 reports=not args.no_report,
             )
