@@ -45,6 +45,7 @@ def trainer_for(stream, strategy="finetune", config=SMALL, hidden=(16,), seed=0)
         ({"lr": "0.1"}, r"^lr must be a number, got '0.1'$"),
         ({"eval_every": math.inf}, r"^eval_every must be a whole number, got inf$"),
         ({"reset_optimizer": "no"}, r"^reset_optimizer must be true or false, got 'no'$"),
+        ({"iterations": 1e20}, r"^iterations must be a whole number below 2\*\*63, got 1e\+20$"),
     ],
 )
 def test_train_config_rejects_impossible_values(kwargs, match):

@@ -22,9 +22,7 @@ from typing import Any
 from lifelong.errors import ConfigError, UnknownNameError
 from lifelong.optimizers import SHARED, merge_spec, spec_values
 from lifelong.results import safe_filename
-from lifelong.train import TRAIN_KEYS, TrainConfig, train_value
-
-MAX_INT = 2**63 - 1  # no setting needs more; larger whole numbers overflow torch and NumPy
+from lifelong.train import MAX_INT, TRAIN_KEYS, TrainConfig, train_value
 
 
 def parse_value(text: str) -> Any:

@@ -137,6 +137,7 @@ class TrainConfig:
 
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
 _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}
+MAX_INT = 2**63 - 1  # no setting needs more; larger whole numbers overflow torch and NumPy
 
 
 def train_value(key: str, value: Any, where: str = "") -> Any:
@@ -154,6 +155,8 @@ def value_of_kind(kind: type, value: Any, what: str) -> Any:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if ok and kind is int and not isinstance(value, numbers.Integral):
             ok = math.isfinite(value) and float(value).is_integer()
+        if ok and kind is int and abs(value) > MAX_INT:
+            raise ConfigError(f"{what} must be a whole number below 2**63, got {value!r}")
     else:
         ok = isinstance(value, str)
     if not ok:
