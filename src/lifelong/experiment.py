@@ -26,6 +26,7 @@ from lifelong.models import check_model
 from lifelong.plugins import check_named
 from lifelong.resources import run_environment
 from lifelong.results import (
+    UNITS,
     RunResults,
     StrategyResult,
     atomic_write_text,
@@ -128,8 +129,6 @@ RUN_FILES = ("config.json", "results.json", "metrics.csv")
 def holds_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` already holds (part of) a run or study: its settings, results,
     checkpoints or a study's unit folders."""
-    from lifelong.study import UNITS
-
     return (
         any((run_dir / name).exists() for name in RUN_FILES)
         or any((run_dir / "checkpoints").glob("*.pt"))
@@ -144,7 +143,6 @@ def clear_run(run_dir: Path) -> None:
     (each cleared the same way). Files the user put there stay, and so do their folders."""
     from lifelong.engine import ERROR_FILE
     from lifelong.report import PLOTS_FOLDER, REPORT_FILE
-    from lifelong.study import UNITS
 
     for config in sorted((run_dir / UNITS).rglob("config.json")):
         clear_run(config.parent)
@@ -169,8 +167,6 @@ def claim_folder(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if resume or not holds_run(run_dir):
         return
     if not overwrite:
-        from lifelong.study import UNITS
-
         what = "a study" if (run_dir / UNITS).exists() else "a run"
         raise ConfigError(
             f"{run_dir} already holds {what}; continue it with `lifelong run --resume "

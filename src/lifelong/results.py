@@ -40,6 +40,10 @@ TEMP_SUFFIX = ".tmp"  # atomic writes: hidden ``.NAME.XXXX.tmp`` beside the targ
 PART_SUFFIX = ".part"  # downloads: hidden ``.NAME.XXXX.part`` beside the target
 
 
+UNITS = "units"
+"""The folder of a study's units (one run folder per candidate and seed)."""
+
+
 def safe_filename(label: str) -> str:
     """A file name for a strategy label such as ``ewc:lambda=100`` (checkpoints, study units,
     loggers' folders); two labels of one run must not give the same name (RunConfig checks)."""

@@ -48,6 +48,7 @@ from lifelong.config import RunConfig, StrategySpec, format_value
 from lifelong.engine import Unit, run_units
 from lifelong.errors import ConfigError, DataError, RunInterrupted
 from lifelong.results import (
+    UNITS,
     StrategyResult,
     atomic_write_text,
     load_results,
@@ -65,7 +66,6 @@ METRICS = (
     "acc", "bwt", "fwt", "forgetting", "learning_accuracy", "train_seconds", "eval_seconds",
     "peak_rss_mb", "examples", "extra_bytes",
 )  # fmt: skip
-UNITS = "units"
 
 
 @dataclasses.dataclass
