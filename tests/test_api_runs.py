@@ -146,3 +146,11 @@ def test_devices_other_than_cpu_and_cuda_are_refused(task_stream) -> None:
     for device in ("meta", "mps", "nonsense"):
         with pytest.raises(ConfigError, match="unknown device"):
             learn_stream(task_stream, "finetune", train=CONFIG, device=device)
+
+
+def test_a_checkpoint_resumes_with_other_evaluation_settings(task_stream, tmp_path) -> None:
+    checkpoint = tmp_path / "run.pt"
+    done = learn_stream(task_stream, "finetune", train=CONFIG, seed=0, checkpoint=checkpoint)
+    other = TrainConfig(epochs=1, batch_size=16, lr=0.05, eval_batch_size=64, eval_every=3)
+    again = learn_stream(task_stream, "finetune", train=other, seed=0, checkpoint=checkpoint)
+    assert again.accuracy_matrix == done.accuracy_matrix

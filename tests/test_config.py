@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from lifelong.config import (
@@ -14,6 +18,7 @@ from lifelong.config import (
 )
 from lifelong.errors import ConfigError, UnknownNameError
 from lifelong.experiment import load_run_config, save_config
+from lifelong.train import TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -225,3 +230,46 @@ def test_saved_config_round_trips_for_resume(tmp_path):
     assert [s.label for s in again.strategies] == ["finetune:lr=0.03", "mt"]
     with pytest.raises(ConfigError, match=r"no config\.json"):
         load_run_config(tmp_path / "elsewhere")
+
+
+def test_a_config_json_of_the_previous_version_with_an_optimizer_spec_resumes() -> None:
+    """Before ``--lr`` and a spec's ``lr=`` were one setting, config.json recorded lr 0.1 (the
+    default) beside ``adam:lr=0.01``: it loads with the spec's value, and the recorded settings
+    compare equal. (Watched failing with the refusal of any two differing values.)"""
+    from lifelong.experiment import check_resume_config
+
+    old = {"strategies": ["finetune"], "optimizer": "adam:lr=0.01", "lr": 0.1, "momentum": 0.0}
+    config = RunConfig.from_dict(old)
+    assert config.lr == 0.01
+    check_resume_config(config, {**config.to_dict(), "lr": 0.1})
+    with pytest.raises(ConfigError, match="set lr differently"):
+        RunConfig.from_dict({**old, "lr": 0.05})
+
+
+def test_a_strategy_that_replaces_the_optimizer_keeps_the_runs_lr() -> None:
+    config = RunConfig.from_dict(
+        {"strategies": ["ewc:optimizer=sgd"], "optimizer": "adam:lr=0.001"}
+    )
+    train = config.train_config(config.strategies[0])
+    assert (train.optimizer, train.lr) == ("sgd", 0.001)
+
+
+def test_numpy_bools_and_paths_are_taken() -> None:
+    import numpy as np
+
+    from lifelong.strategies import create_strategy
+
+    assert TrainConfig(reset_optimizer=np.bool_(False)).reset_optimizer is False
+    assert create_strategy("si", {"clip": np.True_}).params()["clip"] is True
+    assert RunConfig(data_dir=Path("/tmp")).data_dir == "/tmp"
+
+
+def test_checking_a_torch_optimizer_waits_for_the_runs_device() -> None:
+    """Building one of torch.optim's classes imports torch._dynamo (1-2 s): a TrainConfig made
+    by a process that does not train (a study's driver) does not pay it."""
+    code = (
+        "import sys\nfrom lifelong.train import TrainConfig\n"
+        "TrainConfig(optimizer='adamw', scheduler='cosine')\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

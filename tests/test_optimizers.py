@@ -83,6 +83,7 @@ def test_specs_build_torch_optim_classes_with_the_run_settings():
         ({"scheduler": "step:size=3"}, ConfigError, "StepLR has no setting size"),
         ({"scheduler": "cosine:interval=task"}, ConfigError, "interval must be step or epoch"),
         # values: checked by building (and stepping) once on a dummy parameter, every optimizer
+        # (torch.optim's on the run's device, TrainConfig.check_values)
         ({"optimizer": "adam:lr=-1"}, ConfigError, r"lr in optimizer 'adam:lr=-1' must be posi"),
         ({"optimizer": "sgd:momentum=-3"}, ConfigError, "momentum in optimizer 'sgd:momentum=-3'"),
         ({"optimizer": "adam:eps=-1"}, ConfigError, "Invalid epsilon value: -1"),  # fast Adam
@@ -105,8 +106,10 @@ def test_specs_build_torch_optim_classes_with_the_run_settings():
     ],
 )
 def test_bad_specs_fail_before_training_with_one_line(kwargs, error, match):
+    """Refused when the TrainConfig is made, or, for torch.optim's classes (whose building
+    imports torch._dynamo), when the run checks them on its device before it writes anything."""
     with pytest.raises(error, match=match) as info:
-        TrainConfig(**kwargs)
+        TrainConfig(**kwargs).check_values("cpu")
     assert "\n" not in str(info.value)
 
 
@@ -133,8 +136,10 @@ def test_fast_optimizers_refuse_the_values_torch_optim_refuses(cls, kwargs):
 
 def test_the_most_specific_lr_wins_and_is_what_the_optimizer_uses():
     """A strategy's lr (lr= or optimizer.lr=) beats the run's --optimizer spec, which beats
-    TrainConfig's default; the value is written into the spec and the field alike, and the
-    optimizer built from the config uses it. Two settings of one level that disagree: refused."""
+    TrainConfig's default; the value is written into the spec and the field alike (so a
+    strategy that replaces the optimizer keeps the run's lr), and the optimizer built from the
+    config uses it. Two settings of one level that disagree: refused (a field at TrainConfig's
+    default yields to the spec: the default cannot be told from "not given")."""
     config = RunConfig.from_dict(
         {
             "optimizer": "adam:lr=0.001",
@@ -148,13 +153,13 @@ def test_the_most_specific_lr_wins_and_is_what_the_optimizer_uses():
             ],
         }
     )
-    assert config.lr is None  # given in the spec only: recorded there
+    assert config.lr == 0.001  # given in the spec only: recorded in the field too
     expected = [
         ("adam:lr=0.001", 0.001),
         ("adam:lr=0.5", 0.5),
         ("adam:lr=0.3", 0.3),
-        ("sgd", 0.1),  # the run's spec (and its lr) replaced: TrainConfig's default
-        ("sgd", 0.1),
+        ("sgd", 0.001),  # the run's optimizer replaced, its lr kept
+        ("sgd", 0.001),
         ("adam", 0.001),
     ]
     params = list(_model().parameters())
@@ -166,8 +171,9 @@ def test_the_most_specific_lr_wins_and_is_what_the_optimizer_uses():
     assert RunConfig.from_dict({"optimizer": "adam:lr=0.01", "lr": 0.01}).lr == 0.01
     sgd = RunConfig.from_dict({"optimizer": "sgd:momentum=0.9", "lr": 0.05}).train_config()
     assert (sgd.lr, sgd.momentum) == (0.05, 0.9)  # the spec's momentum, recorded in the field
-    with pytest.raises(ConfigError, match=r"--lr 0.1 and --optimizer 'adam:lr=0.001' set lr"):
-        RunConfig.from_dict({"optimizer": "adam:lr=0.001", "lr": 0.1})
+    with pytest.raises(ConfigError, match=r"--lr 0.05 and --optimizer 'adam:lr=0.001' set lr"):
+        RunConfig.from_dict({"optimizer": "adam:lr=0.001", "lr": 0.05})
+    assert RunConfig.from_dict({"optimizer": "adam:lr=0.001", "lr": 0.1}).lr == 0.001
     with pytest.raises(ConfigError, match=r"--momentum 0.5 and --optimizer 'sgd:momentum=0.9'"):
         RunConfig.from_dict({"optimizer": "sgd:momentum=0.9", "momentum": 0.5})
     with pytest.raises(ConfigError, match=r"'finetune:lr=0.5,optimizer.lr=0.3': lr=0.5 and"):
@@ -194,7 +200,7 @@ def test_results_record_the_lr_each_strategy_trained_with(tmp_path):
     assert runs["finetune:lr=0.5"]["train"]["optimizer"] == "adam:lr=0.5"
     matrices = [r["accuracy_matrix"] for r in runs.values()]
     assert matrices[0] != matrices[2] and matrices[1] != matrices[2]
-    assert results["config"]["lr"] is None and results["config"]["optimizer"] == "adam:lr=0.001"
+    assert results["config"]["lr"] == 0.001 and results["config"]["optimizer"] == "adam:lr=0.001"
 
 
 def test_an_optimizer_without_momentum_refuses_the_momentum_flag():

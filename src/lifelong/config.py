@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -245,7 +246,7 @@ class RunConfig:
     batch_size: int = 10
     optimizer: str = "sgd"
     scheduler: str = "none"
-    # None: not given (TrainConfig's default, 0.1 / 0 / 0, unless --optimizer's spec sets it)
+    # None: not given (the --optimizer spec's value, else TrainConfig's: 0.1 / 0 / 0)
     lr: float | None = None
     momentum: float | None = None
     weight_decay: float | None = None
@@ -265,6 +266,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         from lifelong.plugins import load_plugins
 
+        if isinstance(self.data_dir, os.PathLike):
+            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
         for key in TEXT_KEYS:  # before any lookup: a list or table is not a name
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
@@ -344,18 +347,24 @@ class RunConfig:
 
     def _settle_shared(self) -> None:
         """``--lr`` and an ``--optimizer`` spec's ``lr=`` are one setting (so are momentum and
-        weight decay): both given with different values is refused; neither given fills in
-        TrainConfig's default; the spec's alone leaves the field None (recorded as the spec)."""
+        weight decay). The spec's value fills the field when the field is not given or holds
+        TrainConfig's default (which cannot be told from "not given": a config.json written
+        before the two were one setting records the default there), so that a strategy that
+        replaces the optimizer keeps it; a field given with another value than the spec's is
+        refused; neither given fills in TrainConfig's default."""
         in_spec = spec_values(self.optimizer)
         for key in SHARED:
-            given, flag = getattr(self, key), "--" + key.replace("_", "-")
-            if given is None and key not in in_spec:
-                object.__setattr__(self, key, getattr(TrainConfig, key))
-            elif given is not None and key in in_spec and in_spec[key] != given:
+            given, default = getattr(self, key), getattr(TrainConfig, key)
+            if key not in in_spec:
+                if given is None:
+                    object.__setattr__(self, key, default)
+                continue
+            if given is not None and given != default and given != in_spec[key]:
                 raise ConfigError(
-                    f"{flag} {given} and --optimizer {self.optimizer!r} set {key} differently; "
-                    "give it once"
+                    f"--{key.replace('_', '-')} {given} and --optimizer {self.optimizer!r} set "
+                    f"{key} differently; give it once"
                 )
+            object.__setattr__(self, key, in_spec[key])
 
     def _check_study(self) -> None:
         if self.seeds is not None:
@@ -498,9 +507,8 @@ class RunConfig:
         if isinstance(d.get("stream"), str) and ":" in d["stream"]:
             name, options = parse_named(d["stream"], "stream")
             d["stream"], d["stream_options"] = name, {**options, **d.get("stream_options", {})}
-        if d.get("data_dir") and isinstance(
-            d["data_dir"], str
-        ):  # absolute, so that --resume works from any directory
+        if d.get("data_dir") and isinstance(d["data_dir"], str | os.PathLike):
+            # absolute, so that --resume works from any directory
             d["data_dir"] = str(Path(d["data_dir"]).expanduser().resolve())
         d["hidden"] = _tuple_of_ints(d.get("hidden"), "--hidden")
         d["seeds"] = _tuple_of_ints(d.get("seeds"), "--seeds")

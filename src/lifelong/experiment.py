@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lifelong.callbacks import LOG_OUTPUTS, Callback, make_loggers, write_message
 from lifelong.config import RunConfig
-from lifelong.errors import ConfigError, RunInterrupted, TrainingDivergedError
+from lifelong.errors import ConfigError, LifelongError, RunInterrupted, TrainingDivergedError
 from lifelong.models import check_model
 from lifelong.plugins import check_named
 from lifelong.resources import run_environment
@@ -37,6 +37,7 @@ from lifelong.results import (
 from lifelong.runner import learn_stream, resolve_device
 from lifelong.streams import build_stream
 from lifelong.streams.base import Stream
+from lifelong.train import EVALUATION_KEYS
 
 
 def new_run_dir(root: Path = Path("runs")) -> Path:
@@ -175,7 +176,7 @@ def claim_folder(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     clear_run(run_dir)
 
 
-RESUME_FREE = ("data_dir", "device", "eval_every", "eval_batch_size", "plugins", "log")
+RESUME_FREE = ("data_dir", "device", *EVALUATION_KEYS, "plugins", "log")
 """Settings a resume may change in config.json: where and how a run is done, not its results."""
 
 
@@ -183,6 +184,11 @@ def check_resume_config(config: RunConfig, recorded: dict) -> None:
     """Refuse to resume when config.json's settings differ from those in results.json (an edited
     config.json would run the remaining strategies with other settings)."""
     current = config.to_dict()
+    with contextlib.suppress(LifelongError, TypeError, ValueError):  # as written, if not a config
+        # an older version's defaults settled as today's; its plugins are not imported (free)
+        recorded = RunConfig.from_dict(
+            {k: v for k, v in recorded.items() if k != "plugins"}
+        ).to_dict()
     differ = [
         key
         for key, value in recorded.items()
@@ -217,7 +223,9 @@ def run_experiment(
         raise ConfigError(
             "several seeds or candidate settings make a study; run it with lifelong.study.run_study"
         )
-    resolve_device(config.device)  # bad settings are refused before the folder is made
+    device = resolve_device(config.device)  # bad settings are refused before the folder is made
+    for spec in config.strategies:
+        config.train_config(spec).check_values(device)  # every optimizer, on the run's device
     stream = checked_stream(config)
     make_loggers(config.log, run_dir)  # an unknown logger; creating one writes nothing
     with run_lock(run_dir):

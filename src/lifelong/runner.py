@@ -29,7 +29,7 @@ from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
 from lifelong.results import StrategyResult, atomic_write_bytes
 from lifelong.strategies.base import Strategy, create_strategy, tensor_bytes
 from lifelong.streams.base import Stream, Task
-from lifelong.train import TrainConfig, Trainer
+from lifelong.train import EVALUATION_KEYS, TrainConfig, Trainer
 
 
 def seed_everything(seed: int) -> None:
@@ -114,13 +114,14 @@ class Checkpoint:
 
 def run_identity(strategy: Strategy, seed: int, stream: Stream, train: TrainConfig) -> str:
     """What makes a run the same run for a resume, as canonical JSON: the strategy's name and
-    settings, the seed, the stream's description and the training settings."""
+    settings, the seed, the stream's description and the training settings (not those of
+    evaluation, :data:`~lifelong.train.EVALUATION_KEYS`, which a resume may change)."""
     identity = {
         "strategy": strategy.name,
         "params": strategy.params(),
         "seed": seed,
         "stream": stream.describe(),
-        "train": train.to_dict(),
+        "train": {k: v for k, v in train.to_dict().items() if k not in EVALUATION_KEYS},
     }
     return json.dumps(identity, sort_keys=True, default=str)
 
@@ -300,6 +301,7 @@ def learn_stream(
             f"each run (create_strategy({strategy.name!r}, ...)) or pass the strategy's name"
         )
     train = prescribed_settings(train, strategy)
+    train.check_values(dev)  # every optimizer and scheduler, on the run's device
     label = label or strategy.name
     strategy.check_scenario(stream.scenario)
     seed_everything(seed)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -120,12 +121,18 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.check_values()
+
+    def check_values(self, device: Any = None) -> None:
+        """The optimizer's and scheduler's values, built once on a dummy parameter
+        (:func:`~lifelong.optimizers.check_values`; with ``device``, every optimizer)."""
         optimizers.check_values(
             self.optimizer,
             self.scheduler,
             lr=self.lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
+            device=device,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +145,9 @@ class TrainConfig:
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
 _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}
 MAX_INT = 2**63 - 1  # no setting needs more; larger whole numbers overflow torch and NumPy
+EVALUATION_KEYS = ("eval_every", "eval_batch_size")
+"""Settings of when and in what batches evaluation runs: they change no number a run learns, so
+a resume may change them."""
 
 
 def train_value(key: str, value: Any, where: str = "") -> Any:
@@ -150,7 +160,7 @@ def value_of_kind(kind: type, value: Any, what: str) -> Any:
     """``value`` as ``kind`` (bool, int, float or str; a whole float as an int, an int as a
     float); one :class:`ConfigError` ``WHAT must be ...`` for any other type."""
     if kind is bool:
-        ok = isinstance(value, bool)
+        ok = isinstance(value, bool | np.bool_)
     elif kind in (int, float):
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if ok and kind is int and not isinstance(value, numbers.Integral):

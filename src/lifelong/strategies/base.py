@@ -37,6 +37,7 @@ what another strategy of the same run trains on: same seed, same batches.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import inspect
 import keyword
@@ -47,6 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.data
@@ -473,17 +475,17 @@ def _as_kind(value: Any, kind: str) -> tuple[bool, Any]:
     """``(True, value as kind)`` when ``value`` is one (a whole float as an int, an int as a float,
     0/1 as a bool, a number or true/false read from the command line as the text written);
     ``(False, None)`` otherwise."""
-    from lifelong.config import MAX_INT
+    from lifelong.train import value_of_kind
 
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if kind == "bool":
-        if isinstance(value, bool) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        if isinstance(value, bool | np.bool_) or (
+            isinstance(value, numbers.Integral) and value in (0, 1)
+        ):
             return True, bool(value)
     elif kind == "int":
-        if real and math.isfinite(value) and float(value).is_integer():
-            number = int(value)
-            if abs(number) <= MAX_INT:
-                return True, number
+        with contextlib.suppress(ConfigError):  # the training settings' rule for whole numbers
+            return True, value_of_kind(int, value, "")
     elif kind == "float":
         if real and math.isfinite(value):
             return True, float(value)
