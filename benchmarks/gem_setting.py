@@ -416,6 +416,7 @@ def gem_profile(repeats: int = 10, tasks: int = 19) -> str:
     layer = model.features[1]
     flat, delta = x.reshape(n, 784), torch.randn(tasks, 256, 100)
     wgrad = out[:, : layer.weight.numel()].view(tasks, *layer.weight.shape)
+    delta_t = delta.transpose(1, 2).contiguous()
 
     def best(fn) -> float:
         return best_cpu_seconds(fn, repeats)
@@ -429,6 +430,12 @@ def gem_profile(repeats: int = 10, tasks: int = 19) -> str:
         ),
         "  of which: first layer's per-task weight gradients (bmm)": best(
             lambda: torch.bmm(delta.transpose(1, 2), x.reshape(tasks, 256, 784), out=wgrad)
+        ),
+        "    the forward product in another layout (W @ xᵀ)": best(
+            lambda: torch.addmm(layer.bias.detach()[:, None], layer.weight.detach(), flat.T)
+        ),
+        "    the weight gradients from a contiguous δᵀ": best(
+            lambda: torch.bmm(delta_t, x.reshape(tasks, 256, 784), out=wgrad)
         ),
         "QP when violated (G G^T, quadprog, G^T v + g)": best(
             lambda: solve_gem_dual(g, past, 0.5, 1e-6, True)
