@@ -23,7 +23,7 @@ from typing import Any
 from lifelong.errors import ConfigError, UnknownNameError
 from lifelong.optimizers import SHARED, merge_spec, spec_values
 from lifelong.results import safe_filename
-from lifelong.train import MAX_INT, TRAIN_KEYS, TrainConfig, train_value
+from lifelong.train import MAX_INT, TRAIN_KEYS, TrainConfig, train_value, value_of_kind
 
 
 def parse_value(text: str) -> Any:
@@ -190,15 +190,10 @@ def _is_train_key(key: str) -> bool:
 
 
 def _whole_number(value: Any, what: str) -> int:
-    """``value`` as an int: a whole number (``10.0`` gives 10) below 2**63; ``2.5``, ``true`` and
-    text that is not a whole number are refused with one line naming ``what``."""
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and value % 1):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{what} must be a whole number, got {value!r}") from None
-    return check_number(number, f"{what} {value!r}")
+    """``value`` as an int by the training settings' rule (:func:`~lifelong.train.value_of_kind`:
+    ``10.0`` gives 10; ``2.5``, ``true`` and 2**63 or more are refused with one line naming
+    ``what``); text is read as the command line reads it first."""
+    return value_of_kind(int, parse_value(value) if isinstance(value, str) else value, what)
 
 
 def _tuple_of_ints(value: Any, what: str) -> tuple[int, ...] | None:
