@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lifelong.callbacks import LOG_OUTPUTS, Callback, make_loggers, write_message
 from lifelong.config import RunConfig
@@ -38,6 +39,9 @@ from lifelong.runner import learn_stream, resolve_device
 from lifelong.streams import build_stream
 from lifelong.streams.base import Stream
 from lifelong.train import EVALUATION_KEYS
+
+if TYPE_CHECKING:
+    import torch
 
 
 def new_run_dir(root: Path = Path("runs")) -> Path:
@@ -227,11 +231,13 @@ def run_experiment(
     for spec in config.strategies:
         config.train_config(spec).check_values(device)  # every optimizer, on the run's device
     stream = checked_stream(config)
-    make_loggers(config.log, run_dir)  # an unknown logger; creating one writes nothing
+    loggers = make_loggers(config.log, run_dir)  # an unknown logger; creating one writes nothing
     with run_lock(run_dir):
         claim_folder(run_dir, resume=resume, overwrite=overwrite)
         with _stop_on_signals():
-            return _run_locked(config, run_dir, stream, resume=resume, callbacks=callbacks)
+            return _run_locked(
+                config, run_dir, stream, device, resume=resume, callbacks=[*callbacks, *loggers]
+            )
 
 
 _signals_received: list[signal.Signals] = []
@@ -266,12 +272,11 @@ def _run_locked(
     config: RunConfig,
     run_dir: Path,
     stream: Stream,
+    device: torch.device,
     *,
     resume: bool,
     callbacks: Sequence[Callback],
 ) -> RunResults:
-    device = resolve_device(config.device)
-    callbacks = [*callbacks, *make_loggers(config.log, run_dir)]
     if resume and (run_dir / "results.json").exists():
         results = load_results(run_dir)
         check_resume_config(config, results.config)

@@ -233,10 +233,8 @@ def check_values(
     import torch
 
     no_scheduler = scheduler is None or scheduler == "none"
-    if device is None:
-        name, options = _split(optimizer, "optimizer")
-        if not (no_scheduler and name in FAST and set(options) <= FAST[name][1]):
-            return
+    if device is None and not _takes_fast(*_split(optimizer, "optimizer"), no_scheduler):
+        return
     param = torch.nn.Parameter(torch.zeros(2, 2, device=device))
     try:
         built = build_optimizer(
@@ -267,6 +265,11 @@ def check_values(
         raise
     except Exception as err:
         raise ConfigError(f"scheduler {scheduler!r}: {_first_line(err)}") from None
+
+
+def _takes_fast(name: str, options: dict[str, Any], fast: bool) -> bool:
+    """Whether :func:`build_optimizer` builds the library's SGD/Adam for these settings."""
+    return fast and name in FAST and set(options) <= FAST[name][1]
 
 
 def _first_line(err: BaseException) -> str:
@@ -313,7 +316,7 @@ def build_optimizer(
         elif value:
             raise ConfigError(f"optimizer {name!r} takes no {key} (given {value})")
     try:
-        if fast and name in FAST and set(options) <= FAST[name][1]:
+        if _takes_fast(name, options, fast):
             from lifelong import optim
 
             return getattr(optim, FAST[name][0])(params, **options)

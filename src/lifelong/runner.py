@@ -22,14 +22,13 @@ from torch import Tensor, nn
 
 from lifelong.callbacks import Callback, RunInfo
 from lifelong.checkpoint import checkpoint_bytes, load_checkpoint
-from lifelong.config import MAX_INT
 from lifelong.errors import ConfigError, TrainingDivergedError
 from lifelong.models import build_model, count_parameters, default_model
 from lifelong.resources import peak_device_mb, peak_rss_mb, reset_peak_memory
 from lifelong.results import StrategyResult, atomic_write_bytes
 from lifelong.strategies.base import Strategy, create_strategy, tensor_bytes
 from lifelong.streams.base import Stream, Task
-from lifelong.train import EVALUATION_KEYS, TrainConfig, Trainer
+from lifelong.train import EVALUATION_KEYS, MAX_INT, TrainConfig, Trainer
 
 
 def seed_everything(seed: int) -> None:
